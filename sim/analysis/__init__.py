@@ -1,0 +1,1 @@
+"""Statistics, the analytic twin, comparisons and where runs execute."""

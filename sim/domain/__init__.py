@@ -1,0 +1,1 @@
+"""The pure e-commerce core: standard library only, time passed in, no simulation randomness."""

@@ -1,0 +1,1 @@
+"""The simulation engine: the only package that imports simpy."""

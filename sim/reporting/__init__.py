@@ -1,0 +1,1 @@
+"""Plots and report folders: pure functions of results."""

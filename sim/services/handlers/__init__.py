@@ -1,0 +1,1 @@
+"""One function per use case, grouped by area: accounts, catalog, shopping, fulfilment."""

@@ -1,0 +1,246 @@
+"""Repositories and the unit of work: in memory, with real commit and rollback.
+
+A use case opens a transaction with ``with uow:``, reads aggregates through the
+repositories, changes them, and calls ``uow.commit()``. Leaving the block without a
+commit (or by an exception) rolls every change back: aggregates read with ``get`` are
+restored from the copy taken on first read, aggregates added are removed, entries
+appended to a log are cut off. Events recorded by the aggregates are published on the
+bus only after a commit, once the block has ended, so a rolled-back change announces
+nothing and subscribers may open transactions of their own.
+
+Rule for callers: change only aggregates obtained by ``get`` (or ``lock_many``) inside
+the transaction; ``values()`` and ``find_readonly`` are for reading.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from sim.domain.errors import AlreadyExists, DomainError, NotFound
+from sim.domain.events import DomainEvent
+from sim.services.bus import MessageBus
+
+T = TypeVar("T")
+_ABSENT: Any = object()
+
+
+class TransactionError(DomainError):
+    """A unit of work was used outside its protocol (nested begin, commit with no begin)."""
+
+
+class Repository(Generic[T]):
+    """Aggregates of one kind keyed by an attribute, with snapshots for rollback."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind
+        self._key: Callable[[T], Any] = attrgetter(key)
+        self._items: dict[Any, T] = {}
+        self._undo: dict[Any, T] | None = None
+        self._seen: list[T] = []
+
+    # --- reading and writing -----------------------------------------------------------
+    def get(self, key: Any) -> T:
+        """Return the aggregate for ``key`` for reading and changing; raise NotFound."""
+        item = self._items.get(key)
+        if item is None:
+            raise NotFound(f"{self.kind} {key!r} not found")
+        self._track(key, item)
+        return item
+
+    def find(self, key: Any) -> T | None:
+        """Like :meth:`get`, but return None when there is no such aggregate."""
+        item = self._items.get(key)
+        if item is not None:
+            self._track(key, item)
+        return item
+
+    def find_readonly(self, key: Any) -> T | None:
+        """Return the aggregate for ``key`` without tracking it: never change the result."""
+        return self._items.get(key)
+
+    def lock_many(self, keys: Iterable[Any]) -> list[T]:
+        """Get several aggregates, always in ascending key order.
+
+        Every caller that changes several rows of one kind takes them through here, so
+        all transactions lock in the same global order and none can wait on another in
+        a cycle: no deadlock is possible (the order matters to stores with real locks).
+        """
+        return [self.get(key) for key in sorted(set(keys))]
+
+    def add(self, item: T) -> T:
+        """Add a new aggregate; raise AlreadyExists if its key is taken."""
+        key = self._key(item)
+        if key in self._items:
+            raise AlreadyExists(f"{self.kind} {key!r} already exists")
+        if self._undo is not None:
+            self._undo.setdefault(key, _ABSENT)
+        self._items[key] = item
+        self._seen.append(item)
+        return item
+
+    def remove(self, key: Any) -> None:
+        """Delete the aggregate for ``key``; raise NotFound."""
+        self.get(key)
+        del self._items[key]
+
+    def values(self) -> Iterator[T]:
+        """Iterate over every aggregate, for reading."""
+        return iter(list(self._items.values()))
+
+    def __contains__(self, key: object) -> bool:
+        """Return True if an aggregate with this key exists."""
+        return key in self._items
+
+    def __len__(self) -> int:
+        """Return the number of aggregates."""
+        return len(self._items)
+
+    # --- the transaction protocol (called by the unit of work) ---------------------------
+    def _track(self, key: Any, item: T) -> None:
+        if self._undo is not None and key not in self._undo:
+            self._undo[key] = copy.deepcopy(item)
+            self._seen.append(item)
+
+    def _begin(self) -> None:
+        self._undo = {}
+        self._seen = []
+
+    def _commit(self) -> list[DomainEvent]:
+        events: list[DomainEvent] = []
+        for item in self._seen:
+            pending = getattr(item, "events", None)
+            if pending:
+                events.extend(pending)
+                pending.clear()
+        self._undo = None
+        self._seen = []
+        return events
+
+    def _rollback(self) -> None:
+        for key, original in (self._undo or {}).items():
+            if original is _ABSENT:
+                self._items.pop(key, None)
+            else:
+                self._items[key] = original
+        self._undo = None
+        self._seen = []
+
+
+class AppendLog(Generic[T]):
+    """An append-only log (the ledger, the notification outbox); rollback cuts it back."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: list[T] = []
+        self._mark: int | None = None
+
+    def append(self, entry: T) -> T:
+        """Append one entry."""
+        self._entries.append(entry)
+        return entry
+
+    def __iter__(self) -> Iterator[T]:
+        """Iterate over the entries in the order they were appended."""
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        """Return the number of entries."""
+        return len(self._entries)
+
+    def _begin(self) -> None:
+        self._mark = len(self._entries)
+
+    def _commit(self) -> list[DomainEvent]:
+        self._mark = None
+        return []
+
+    def _rollback(self) -> None:
+        if self._mark is not None:
+            del self._entries[self._mark :]
+        self._mark = None
+
+
+class UnitOfWork:
+    """One transaction over every repository of the shop (in memory).
+
+    Use it as ``with uow: ...; uow.commit()``. Subclasses for real storage keep the same
+    attributes and override the ``_begin`` / ``_commit`` / ``_rollback`` hooks.
+    """
+
+    def __init__(self, bus: MessageBus | None = None) -> None:
+        self.bus = bus if bus is not None else MessageBus()
+        self.users: Repository[Any] = Repository("user", "id")
+        self.emails: Repository[Any] = Repository("e-mail claim", "email")
+        self.sessions: Repository[Any] = Repository("session", "token")
+        self.activity: Repository[Any] = Repository("activity log", "user_id")
+        self.categories: Repository[Any] = Repository("category", "id")
+        self.products: Repository[Any] = Repository("product", "sku")
+        self.stock: Repository[Any] = Repository("stock item", "sku")
+        self.reservations: Repository[Any] = Repository("reservation", "id")
+        self.carts: Repository[Any] = Repository("cart", "user_id")
+        self.coupons: Repository[Any] = Repository("coupon", "code")
+        self.orders: Repository[Any] = Repository("order", "id")
+        self.payments: Repository[Any] = Repository("payment", "id")
+        self.idempotency: Repository[Any] = Repository("idempotency record", "key")
+        self.ledger: AppendLog[Any] = AppendLog("ledger")
+        self.notifications: AppendLog[Any] = AppendLog("notification")
+        self._parts: tuple[Repository[Any] | AppendLog[Any], ...] = tuple(
+            v for v in vars(self).values() if isinstance(v, Repository | AppendLog)
+        )
+        self._active = False
+        self._committed: list[DomainEvent] = []
+        self._sequences: dict[str, int] = {}
+
+    def next_id(self, prefix: str) -> str:
+        """Return the next id of a kind (``order-000001``): deterministic, never reused.
+
+        Like a database sequence, it is not rolled back: a rolled-back id leaves a gap.
+        """
+        n = self._sequences.get(prefix, 0) + 1
+        self._sequences[prefix] = n
+        return f"{prefix}-{n:06d}"
+
+    @property
+    def active(self) -> bool:
+        """Return True while a transaction is open."""
+        return self._active
+
+    def __enter__(self) -> UnitOfWork:
+        """Begin a transaction."""
+        if self._active:
+            raise TransactionError("a transaction is already open on this unit of work")
+        for part in self._parts:
+            part._begin()
+        self._active = True
+        return self
+
+    def commit(self) -> None:
+        """Make every change of the transaction permanent; events go out when the block ends."""
+        if not self._active:
+            raise TransactionError("commit with no open transaction")
+        for part in self._parts:
+            self._committed.extend(part._commit())
+        self._active = False
+
+    def rollback(self) -> None:
+        """Undo every change made since the transaction began."""
+        for part in self._parts:
+            part._rollback()
+        self._active = False
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed, then publish the events of what was committed."""
+        if self._active:
+            self.rollback()
+        events, self._committed = self._committed, []
+        for event in events:
+            self.bus.publish(event)
