@@ -84,6 +84,14 @@ class ReservationNotActive(DomainError):
     """The reservation was already committed, released or expired."""
 
 
+class ReservationNotExpired(DomainError):
+    """A reservation was asked to expire before its expiry time."""
+
+
+class InventoryCorrupted(DomainError):
+    """Stock counters break an invariant (reserved above on hand, units not conserved)."""
+
+
 # --- carts and coupons -------------------------------------------------------------------
 class EmptyCart(DomainError):
     """Checkout of a cart with no lines."""
@@ -106,7 +114,7 @@ class CouponUsageLimitReached(CouponRejected):
 
 
 class CouponCustomerLimitReached(CouponRejected):
-    """This customer has used the coupon as often as the per-customer limit allows."""
+    """The customer has used the coupon as often as the per-customer limit allows."""
 
 
 class CouponMinimumNotMet(CouponRejected):

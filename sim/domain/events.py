@@ -75,6 +75,15 @@ class AccountLockedOut(DomainEvent):
     until: float
 
 
+@dataclass(frozen=True, slots=True)
+class UserRoleChanged(DomainEvent):
+    """An administrator gave a user another role."""
+
+    user_id: str
+    old: str
+    new: str
+
+
 # --- catalog -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ProductCreated(DomainEvent):

@@ -27,9 +27,7 @@ class MessageBus:
         """Return the handlers an event of ``event_type`` reaches, most specific type first."""
         handlers = self._resolved.get(event_type)
         if handlers is None:
-            handlers = tuple(
-                h for cls in event_type.__mro__ for h in self._handlers.get(cls, ())
-            )
+            handlers = tuple(h for cls in event_type.__mro__ for h in self._handlers.get(cls, ()))
             self._resolved[event_type] = handlers
         return handlers
 

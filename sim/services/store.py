@@ -184,6 +184,7 @@ class UnitOfWork:
         self.carts: Repository[Any] = Repository("cart", "user_id")
         self.coupons: Repository[Any] = Repository("coupon", "code")
         self.orders: Repository[Any] = Repository("order", "id")
+        self.histories: Repository[Any] = Repository("customer history", "user_id")
         self.payments: Repository[Any] = Repository("payment", "id")
         self.idempotency: Repository[Any] = Repository("idempotency record", "key")
         self.ledger: AppendLog[Any] = AppendLog("ledger")

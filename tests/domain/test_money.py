@@ -73,7 +73,7 @@ def test_allocate_sums_exactly_and_favours_largest_remainders():
 
 
 @given(
-    st.integers(min_value=-10**9, max_value=10**9),
+    st.integers(min_value=-(10**9), max_value=10**9),
     st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=20),
 )
 def test_allocate_parts_always_sum_to_the_whole(amount: int, weights: list[int]):
@@ -82,7 +82,7 @@ def test_allocate_parts_always_sum_to_the_whole(amount: int, weights: list[int])
     if sum(weights):
         assert sum(p.minor for p in parts) == amount
         # every part is within one cent of its exact share
-        for part, w in zip(parts, weights):
+        for part, w in zip(parts, weights, strict=True):
             assert abs(part.minor * sum(weights) - amount * w) < sum(weights)
 
 

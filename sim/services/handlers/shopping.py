@@ -1,0 +1,354 @@
+"""Use cases of a shopper: the cart, coupons, checkout and paying for an order.
+
+Paying is split the way a real payment is: :func:`begin_payment` runs the shop's checks
+(idempotency, payment method, fraud) and opens a pending payment; the gateway answers
+later, possibly several times (retries); each answer goes to :func:`record_gateway_answer`;
+if no attempt succeeds the engine calls :func:`abandon_payment`. Every function is one
+transaction: it commits or leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from sim.domain import inventory
+from sim.domain.carts import Cart, PriceBreakdown, PricedLine, price_cart
+from sim.domain.errors import EmptyCart, InvalidValue
+from sim.domain.events import DuplicateChargePrevented
+from sim.domain.orders import CustomerHistory, Order, OrderLine, OrderStatus
+from sim.domain.payments import (
+    FraudContext,
+    IdempotencyRecord,
+    Payment,
+    PaymentMethod,
+    replay_or_conflict,
+    request_fingerprint,
+)
+from sim.domain.users import ActivityKind
+from sim.services.policies import ShopPolicies
+from sim.services.store import UnitOfWork
+
+GatewayAnswer = Literal["approved", "declined", "failed", "timeout"]
+"""What a gateway said to one authorisation request (a timeout is the client giving up)."""
+
+
+# --- the cart ----------------------------------------------------------------------------------
+def _cart(uow: UnitOfWork, user_id: str, now: float) -> Cart:
+    cart = uow.carts.find(user_id)
+    if cart is None:
+        uow.users.get(user_id)  # NotFound for an unknown user
+        cart = uow.carts.add(Cart.create(user_id, now))
+    return cart
+
+
+def add_to_cart(uow: UnitOfWork, user_id: str, sku: str, quantity: int, now: float) -> None:
+    """Put ``quantity`` units of a catalog product in the user's persistent cart."""
+    with uow:
+        uow.products.get(sku)  # NotFound for a product not (or no longer) in the catalog
+        _cart(uow, user_id, now).add(sku, quantity, now)
+        log = uow.activity.find(user_id)
+        if log is not None:
+            log.record(ActivityKind.ADDED_TO_CART, sku, now)
+        uow.commit()
+
+
+def change_quantity(uow: UnitOfWork, user_id: str, sku: str, quantity: int, now: float) -> None:
+    """Set a cart line's quantity (0 removes the line)."""
+    with uow:
+        uow.carts.get(user_id).set_quantity(sku, quantity, now)
+        uow.commit()
+
+
+def remove_from_cart(uow: UnitOfWork, user_id: str, sku: str, now: float) -> None:
+    """Remove a line from the user's cart."""
+    with uow:
+        uow.carts.get(user_id).remove(sku, now)
+        uow.commit()
+
+
+def view_cart(uow: UnitOfWork, user_id: str, now: float) -> int:
+    """Open the user's cart (a returning shopper finds it; an abandoned one is recovered).
+
+    Returns the number of units in it.
+    """
+    with uow:
+        cart = _cart(uow, user_id, now)
+        cart.touch(now)
+        uow.commit()
+        return cart.units
+
+
+def _priced_lines(uow: UnitOfWork, lines: Mapping[str, int]) -> list[PricedLine]:
+    priced = []
+    for sku, quantity in lines.items():
+        product = uow.products.get(sku)
+        priced.append(PricedLine(sku, product.category_id, product.price, quantity))
+    return priced
+
+
+def _price(
+    uow: UnitOfWork,
+    user_id: str,
+    lines: Mapping[str, int],
+    codes: list[str],
+    now: float,
+    policies: ShopPolicies,
+) -> PriceBreakdown:
+    return price_cart(
+        _priced_lines(uow, lines),
+        coupons=[uow.coupons.get(code) for code in codes],
+        tax=policies.tax,
+        shipping=policies.shipping,
+        user_id=user_id,
+        now=now,
+    )
+
+
+def price_user_cart(
+    uow: UnitOfWork, user_id: str, now: float, *, policies: ShopPolicies
+) -> PriceBreakdown:
+    """Price the user's cart as it stands: subtotal, discount, tax, shipping, total."""
+    cart = uow.carts.find_readonly(user_id)
+    if cart is None:
+        return _price(uow, user_id, {}, [], now, policies)
+    return _price(uow, user_id, cart.lines, cart.coupon_codes, now, policies)
+
+
+def apply_coupon(
+    uow: UnitOfWork, user_id: str, code: str, now: float, *, policies: ShopPolicies
+) -> PriceBreakdown:
+    """Add a coupon code to the cart if it applies; raise the CouponRejected reason if not."""
+    with uow:
+        cart = _cart(uow, user_id, now)
+        breakdown = _price(uow, user_id, cart.lines, [*cart.coupon_codes, code], now, policies)
+        cart.add_coupon(code, now)
+        uow.commit()
+        return breakdown
+
+
+# --- checkout ----------------------------------------------------------------------------------
+def _history(uow: UnitOfWork, user_id: str) -> CustomerHistory:
+    history = uow.histories.find(user_id)
+    if history is None:
+        history = uow.histories.add(CustomerHistory(user_id))
+    return history
+
+
+def place_order(
+    uow: UnitOfWork,
+    user_id: str,
+    lines: Mapping[str, int],
+    coupon_codes: list[str],
+    now: float,
+    policies: ShopPolicies,
+) -> Order:
+    """Price, reserve and place one order inside the caller's open transaction.
+
+    Stock rows are locked in SKU order (``lock_many``), the one global order every
+    transaction uses, so no two checkouts can deadlock on real row locks.
+    """
+    breakdown = _price(uow, user_id, lines, coupon_codes, now, policies)
+    order_id = uow.next_id("order")
+    reservation = inventory.reserve(
+        uow.stock.lock_many(lines),
+        lines,
+        uow.next_id("reservation"),
+        order_id,
+        now,
+        policies.reservation_ttl,
+    )
+    uow.reservations.add(reservation)
+    for code in breakdown.coupon_codes:
+        uow.coupons.get(code).hold(order_id, user_id, now)
+    order = Order.place(
+        order_id,
+        user_id,
+        [
+            OrderLine(
+                lp.sku, lp.line.category_id, lp.line.unit_price, lp.quantity, lp.discount, lp.tax
+            )
+            for lp in breakdown.lines
+        ],
+        subtotal=breakdown.subtotal,
+        discount=breakdown.discount,
+        tax=breakdown.tax,
+        shipping=breakdown.shipping,
+        total=breakdown.total,
+        coupon_codes=breakdown.coupon_codes,
+        reservation_id=reservation.id,
+        now=now,
+    )
+    uow.orders.add(order)
+    _history(uow, user_id).add_order(order_id)
+    return order
+
+
+def checkout(uow: UnitOfWork, user_id: str, now: float, *, policies: ShopPolicies) -> str:
+    """Turn the user's cart into a pending order: prices snapshotted, stock reserved.
+
+    Coupon uses are held (counted against their limits) until the order is paid or
+    cancelled. The cart is emptied. Raises EmptyCart, OutOfStock, a CouponRejected
+    reason; on any error nothing is reserved, held or placed.
+    """
+    with uow:
+        cart = uow.carts.get(user_id)
+        if cart.is_empty:
+            raise EmptyCart(f"user {user_id}: the cart is empty")
+        order = place_order(uow, user_id, cart.lines, cart.coupon_codes, now, policies)
+        cart.clear(now)
+        uow.commit()
+        return order.id
+
+
+def release_order(uow: UnitOfWork, order: Order, reason: str, now: float) -> None:
+    """Give back an unpaid order's reserved stock and held coupon uses (open transaction)."""
+    if order.reservation_id is not None:
+        reservation = uow.reservations.get(order.reservation_id)
+        if reservation.status == inventory.ACTIVE:
+            items = uow.stock.lock_many(sku for sku, _ in reservation.lines)
+            if reservation.is_expired(now):
+                inventory.expire(items, reservation, now)
+            else:
+                inventory.release(items, reservation, reason, now)
+    for code in order.coupon_codes:
+        uow.coupons.get(code).release(order.id, now)
+
+
+# --- payment -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PaymentStart:
+    """What :func:`begin_payment` decided: call the gateway, replay, or stop."""
+
+    payment_id: str
+    action: Literal["call_gateway", "replayed", "blocked"]
+    outcome: str
+
+
+def begin_payment(
+    uow: UnitOfWork,
+    order_id: str,
+    method: PaymentMethod,
+    *,
+    gateway: str,
+    idempotency_key: str,
+    now: float,
+    policies: ShopPolicies,
+) -> PaymentStart:
+    """Run the shop's checks before a gateway is called and open a pending payment.
+
+    A repeated request (same idempotency key and parameters) replays the first outcome
+    and charges nothing (DuplicateChargePrevented); the same key with other parameters
+    raises IdempotencyConflict. An invalid method raises InvalidPaymentMethod. The fraud
+    rules may block the payment: it is declined and the order cancelled.
+    """
+    with uow:
+        order = uow.orders.get(order_id)
+        fingerprint = request_fingerprint(order_id, order.total, method.fingerprint)
+        record = replay_or_conflict(
+            uow.idempotency.find(idempotency_key), idempotency_key, fingerprint, now
+        )
+        if record is not None:
+            payment = uow.payments.get(record.payment_id)
+            payment.record(
+                DuplicateChargePrevented(at=now, idempotency_key=idempotency_key, order_id=order_id)
+            )
+            uow.commit()
+            return PaymentStart(payment.id, "replayed", record.outcome)
+        if order.status is not OrderStatus.PENDING:
+            raise InvalidValue(f"order {order_id} is {order.status.value}, not awaiting payment")
+        method.validate(now)
+        payment = Payment.create(
+            uow.next_id("payment"),
+            order_id,
+            order.total,
+            method,
+            gateway=gateway,
+            idempotency_key=idempotency_key,
+            now=now,
+        )
+        uow.payments.add(payment)
+        if idempotency_key in uow.idempotency:
+            uow.idempotency.remove(idempotency_key)  # an expired (pruned) record
+        record = uow.idempotency.add(
+            IdempotencyRecord(idempotency_key, fingerprint, payment.id, "pending", now)
+        )
+        history = _history(uow, order.user_id)
+        risk = policies.fraud.assess(
+            FraudContext(
+                user_id=order.user_id,
+                amount=order.total,
+                billing_country=method.billing_country,
+                shipping_country=policies.shipping_country,
+                recent_attempt_times=tuple(history.attempt_times),
+                failed_attempts=history.failed_payments,
+                now=now,
+            )
+        )
+        history.note_attempt(now, failed=risk.decision == "block")
+        if risk.decision == "block":
+            payment.decline("fraud: " + ", ".join(risk.reasons), now)
+            record.settle("declined")
+            order.cancel(now, "payment blocked by fraud rules")
+            release_order(uow, order, inventory.PAYMENT_FAILED, now)
+            uow.commit()
+            return PaymentStart(payment.id, "blocked", "declined")
+        uow.commit()
+        return PaymentStart(payment.id, "call_gateway", "pending")
+
+
+def record_gateway_answer(
+    uow: UnitOfWork, payment_id: str, answer: GatewayAnswer, now: float, *, gateway: str = ""
+) -> str:
+    """Apply one gateway answer to a pending payment and its order; return the outcome.
+
+    approved: the payment is captured, the order paid, its reserved stock sold and its
+    coupon uses counted. declined: the order is cancelled and everything it held is given
+    back. failed / timeout: the payment waits for a retry (or :func:`abandon_payment`).
+    """
+    with uow:
+        payment = uow.payments.get(payment_id)
+        order = uow.orders.get(payment.order_id)
+        record = uow.idempotency.get(payment.idempotency_key)
+        if gateway:
+            payment.gateway = gateway
+        if answer == "approved":
+            payment.authorize(now)
+            payment.capture(now)
+            order.mark_paid(payment.id, now)
+            if order.reservation_id is not None:
+                reservation = uow.reservations.get(order.reservation_id)
+                items = uow.stock.lock_many(sku for sku, _ in reservation.lines)
+                inventory.commit(items, reservation, now)
+            for code in order.coupon_codes:
+                uow.coupons.get(code).redeem(order.id, now)
+            log = uow.activity.find(order.user_id)
+            if log is not None:
+                log.record(ActivityKind.PURCHASED, order.id, now)
+            outcome = "captured"
+        elif answer == "declined":
+            payment.decline("declined by the issuer", now)
+            _history(uow, order.user_id).note_attempt(now, failed=True)
+            order.cancel(now, "payment declined")
+            release_order(uow, order, inventory.PAYMENT_FAILED, now)
+            outcome = "declined"
+        elif answer in ("failed", "timeout"):
+            payment.fail(answer, now)
+            outcome = "failed"
+        else:
+            raise InvalidValue(f"unknown gateway answer {answer!r}")
+        record.settle(outcome)
+        uow.commit()
+        return outcome
+
+
+def abandon_payment(uow: UnitOfWork, payment_id: str, now: float) -> None:
+    """Give up on a payment whose attempts all failed: cancel its order, release its holds."""
+    with uow:
+        payment = uow.payments.get(payment_id)
+        order = uow.orders.get(payment.order_id)
+        _history(uow, order.user_id).note_attempt(now, failed=True)
+        order.cancel(now, "payment failed")
+        release_order(uow, order, inventory.PAYMENT_FAILED, now)
+        uow.commit()
