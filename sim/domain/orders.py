@@ -401,10 +401,12 @@ class CustomerHistory:
         """Remember a newly placed order."""
         self.order_ids.append(order_id)
 
-    def note_attempt(self, now: float, *, failed: bool) -> None:
-        """Remember a payment attempt at ``now`` and whether it failed or was declined."""
+    def note_attempt(self, now: float) -> None:
+        """Remember that a payment attempt started at ``now``."""
         self.attempt_times.append(now)
         if len(self.attempt_times) > self.ATTEMPTS_KEPT:
             del self.attempt_times[0]
-        if failed:
-            self.failed_payments += 1
+
+    def note_failure(self) -> None:
+        """Count a payment that ended declined, blocked or failed."""
+        self.failed_payments += 1

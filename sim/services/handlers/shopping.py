@@ -15,7 +15,7 @@ from typing import Literal
 
 from sim.domain import inventory
 from sim.domain.carts import Cart, PriceBreakdown, PricedLine, price_cart
-from sim.domain.errors import EmptyCart, InvalidValue
+from sim.domain.errors import EmptyCart, IllegalTransition, InvalidValue
 from sim.domain.events import DuplicateChargePrevented
 from sim.domain.orders import CustomerHistory, Order, OrderLine, OrderStatus
 from sim.domain.payments import (
@@ -23,6 +23,7 @@ from sim.domain.payments import (
     IdempotencyRecord,
     Payment,
     PaymentMethod,
+    PaymentStatus,
     replay_or_conflict,
     request_fingerprint,
 )
@@ -80,6 +81,15 @@ def view_cart(uow: UnitOfWork, user_id: str, now: float) -> int:
         return cart.units
 
 
+def check_abandoned(uow: UnitOfWork, user_id: str, now: float, *, after: float) -> bool:
+    """Count the user's cart as abandoned if it has lines and went untouched for ``after`` s."""
+    with uow:
+        cart = uow.carts.find(user_id)
+        abandoned = cart is not None and cart.check_abandoned(now, after)
+        uow.commit()
+        return abandoned
+
+
 def _priced_lines(uow: UnitOfWork, lines: Mapping[str, int]) -> list[PricedLine]:
     priced = []
     for sku, quantity in lines.items():
@@ -126,6 +136,13 @@ def apply_coupon(
         cart.add_coupon(code, now)
         uow.commit()
         return breakdown
+
+
+def remove_coupon(uow: UnitOfWork, user_id: str, code: str, now: float) -> None:
+    """Take a coupon code off the user's cart (one that expired since it was applied, say)."""
+    with uow:
+        uow.carts.get(user_id).remove_coupon(code, now)
+        uow.commit()
 
 
 # --- checkout ----------------------------------------------------------------------------------
@@ -286,8 +303,9 @@ def begin_payment(
                 now=now,
             )
         )
-        history.note_attempt(now, failed=risk.decision == "block")
+        history.note_attempt(now)
         if risk.decision == "block":
+            history.note_failure()
             payment.decline("fraud: " + ", ".join(risk.reasons), now)
             record.settle("declined")
             order.cancel(now, "payment blocked by fraud rules")
@@ -329,7 +347,7 @@ def record_gateway_answer(
             outcome = "captured"
         elif answer == "declined":
             payment.decline("declined by the issuer", now)
-            _history(uow, order.user_id).note_attempt(now, failed=True)
+            _history(uow, order.user_id).note_failure()
             order.cancel(now, "payment declined")
             release_order(uow, order, inventory.PAYMENT_FAILED, now)
             outcome = "declined"
@@ -344,11 +362,21 @@ def record_gateway_answer(
 
 
 def abandon_payment(uow: UnitOfWork, payment_id: str, now: float) -> None:
-    """Give up on a payment whose attempts all failed: cancel its order, release its holds."""
+    """Give up on a payment whose attempts all failed: cancel its order, release its holds.
+
+    Only a pending or failed payment can be abandoned (IllegalTransition otherwise); its
+    idempotency record then replays "failed".
+    """
     with uow:
         payment = uow.payments.get(payment_id)
+        if payment.status not in (PaymentStatus.PENDING, PaymentStatus.FAILED):
+            raise IllegalTransition(
+                f"payment {payment_id} is {payment.status.value}: only a pending or failed "
+                "payment can be abandoned"
+            )
         order = uow.orders.get(payment.order_id)
-        _history(uow, order.user_id).note_attempt(now, failed=True)
+        _history(uow, order.user_id).note_failure()
+        uow.idempotency.get(payment.idempotency_key).settle("failed")
         order.cancel(now, "payment failed")
         release_order(uow, order, inventory.PAYMENT_FAILED, now)
         uow.commit()
