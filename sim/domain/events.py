@@ -106,6 +106,23 @@ class ProductDeleted(DomainEvent):
     sku: str
 
 
+@dataclass(frozen=True, slots=True)
+class CategoryCreated(DomainEvent):
+    """A category was added to the category tree (``parent_id`` None: a top-level category)."""
+
+    category_id: str
+    parent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryMoved(DomainEvent):
+    """A category was re-parented in the category tree."""
+
+    category_id: str
+    old_parent_id: str | None
+    new_parent_id: str | None
+
+
 # --- inventory -----------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class StockReserved(DomainEvent):
