@@ -10,12 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sim.domain.events import (
+    CartItemAdded,
     OrderStatusChanged,
     PaymentCaptured,
     PaymentRefunded,
     PaymentVoided,
 )
 from sim.domain.ledger import EntryKind, make_entry
+from sim.domain.orders import OrderStatus
+from sim.domain.users import ActivityKind
+from sim.services.handlers.accounts import record_activity
 from sim.services.store import UnitOfWork
 
 
@@ -59,12 +63,28 @@ def notify_customer(uow: UnitOfWork, event: OrderStatusChanged) -> None:
         uow.commit()
 
 
-def attach_subscribers(uow: UnitOfWork, *, notifications: bool = True) -> UnitOfWork:
-    """Subscribe the ledger (and, unless turned off, notifications) to the uow's bus."""
+def record_cart_activity(uow: UnitOfWork, event: CartItemAdded) -> None:
+    """Note an add-to-cart in the user's activity log (analytics)."""
+    record_activity(uow, event.user_id, ActivityKind.ADDED_TO_CART, event.sku, event.at)
+
+
+def record_purchase(uow: UnitOfWork, event: OrderStatusChanged) -> None:
+    """Note a paid order in the customer's activity log (analytics)."""
+    if event.new == OrderStatus.PROCESSING.value and event.old == OrderStatus.PENDING.value:
+        record_activity(uow, event.user_id, ActivityKind.PURCHASED, event.order_id, event.at)
+
+
+def attach_subscribers(
+    uow: UnitOfWork, *, notifications: bool = True, analytics: bool = True
+) -> UnitOfWork:
+    """Subscribe the ledger, and unless turned off notifications and analytics, to the bus."""
     bus = uow.bus
     bus.subscribe(PaymentCaptured, _ledger_writer(uow, EntryKind.CHARGE))
     bus.subscribe(PaymentRefunded, _ledger_writer(uow, EntryKind.REFUND))
     bus.subscribe(PaymentVoided, _ledger_writer(uow, EntryKind.VOID))
     if notifications:
         bus.subscribe(OrderStatusChanged, lambda event: notify_customer(uow, event))
+    if analytics:
+        bus.subscribe(CartItemAdded, lambda event: record_cart_activity(uow, event))
+        bus.subscribe(OrderStatusChanged, lambda event: record_purchase(uow, event))
     return uow

@@ -6,6 +6,7 @@ import pytest
 
 from sim.domain.errors import IllegalTransition, LedgerViolation
 from sim.domain.events import (
+    CartItemAdded,
     OrderStatusChanged,
     PaymentCaptured,
     PaymentRefunded,
@@ -15,6 +16,7 @@ from sim.domain.ledger import EntryKind, LedgerEntry, balance, reconcile
 from sim.domain.money import Money
 from sim.domain.orders import OrderStatus
 from sim.domain.payments import PaymentStatus
+from sim.domain.users import ActivityKind
 from sim.services.bus import MessageBus
 from sim.services.handlers import fulfilment, shopping
 from sim.services.store import UnitOfWork
@@ -26,12 +28,28 @@ def test_attach_subscribers_wires_the_ledger_and_the_outbox():
     bus = MessageBus()
     uow = UnitOfWork(bus)
     assert attach_subscribers(uow) is uow
-    for event_type in (PaymentCaptured, PaymentRefunded, PaymentVoided, OrderStatusChanged):
+    for event_type in (PaymentCaptured, PaymentRefunded, PaymentVoided, CartItemAdded):
         assert len(bus.handlers_for(event_type)) == 1
+    assert len(bus.handlers_for(OrderStatusChanged)) == 2  # notifications and analytics
     quiet = UnitOfWork()
-    attach_subscribers(quiet, notifications=False)
+    attach_subscribers(quiet, notifications=False, analytics=False)
     assert len(quiet.bus.handlers_for(PaymentCaptured)) == 1
     assert quiet.bus.handlers_for(OrderStatusChanged) == ()
+    assert quiet.bus.handlers_for(CartItemAdded) == ()
+
+
+def test_analytics_log_cart_adds_and_purchases_but_not_failed_orders(uow, place, pay):
+    shopping.add_to_cart(uow, ANN, BOOK, 1, 1.0)
+    log = uow.activity.get(ANN)
+    assert log.count(ActivityKind.ADDED_TO_CART) == 1
+    paid = place(ANN, {PEN: 1}, now=2.0)
+    declined = place(ANN, {MUG: 1}, now=3.0)
+    pay(paid, now=4.0)
+    pay(declined, "declined", now=5.0)
+    fulfilment.ship_order(uow, paid, 6.0)
+    log = uow.activity.get(ANN)
+    assert log.count(ActivityKind.PURCHASED) == 1
+    assert log.recent_refs(ActivityKind.PURCHASED) == [paid]
 
 
 def test_ledger_entries_are_numbered_in_the_order_money_moved(uow, place, pay):

@@ -27,7 +27,6 @@ from sim.domain.payments import (
     replay_or_conflict,
     request_fingerprint,
 )
-from sim.domain.users import ActivityKind
 from sim.services.policies import ShopPolicies
 from sim.services.store import UnitOfWork
 
@@ -49,9 +48,6 @@ def add_to_cart(uow: UnitOfWork, user_id: str, sku: str, quantity: int, now: flo
     with uow:
         uow.products.get(sku)  # NotFound for a product not (or no longer) in the catalog
         _cart(uow, user_id, now).add(sku, quantity, now)
-        log = uow.activity.find(user_id)
-        if log is not None:
-            log.record(ActivityKind.ADDED_TO_CART, sku, now)
         uow.commit()
 
 
@@ -341,9 +337,6 @@ def record_gateway_answer(
                 inventory.commit(items, reservation, now)
             for code in order.coupon_codes:
                 uow.coupons.get(code).redeem(order.id, now)
-            log = uow.activity.find(order.user_id)
-            if log is not None:
-                log.record(ActivityKind.PURCHASED, order.id, now)
             outcome = "captured"
         elif answer == "declined":
             payment.decline("declined by the issuer", now)
