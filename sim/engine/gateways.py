@@ -1,0 +1,138 @@
+"""Payment gateways: latency, declines, client timeouts, retries, idempotency, failover.
+
+A gateway keeps the answer it gave to every idempotency key, as Stripe does: a retry of a
+request that timed out on the client (but went through at the gateway) gets the first
+answer replayed instead of a second charge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from sim.engine.stations import Station
+from sim.scenario.schema import Gateway as GatewaySpec
+from sim.services.handlers import shopping
+
+if TYPE_CHECKING:
+    from sim.engine.world import World
+
+CONNECT_ERROR_TIME = 0.05
+"""Seconds until a client notices that a gateway is down (connection refused)."""
+
+
+@dataclass(eq=False)
+class GatewayModel:
+    """One payment gateway: its servers, its behaviour, and what it has settled per key."""
+
+    spec: GatewaySpec
+    station: Station
+    down: bool = False
+    latency_factor: float = 1.0
+    ghost_share: float = 0.0
+    settled: dict[str, str] = field(default_factory=dict)
+    replays: int = 0
+
+    @property
+    def name(self) -> str:
+        """Return the gateway's name."""
+        return self.spec.name
+
+    def call(
+        self, env: simpy.Environment, key: str, rng: np.random.Generator
+    ) -> Generator[simpy.Event, Any, tuple[str, float]]:
+        """Send one authorisation request; return (answer, latency seen by the client).
+
+        The answer is approved, declined, failed (gateway down) or timeout (the client gave
+        up; the gateway may still have approved, and a retry with the same key replays it).
+        """
+        start = env.now
+        if self.down:
+            yield env.timeout(CONNECT_ERROR_TIME)
+            return "failed", env.now - start
+        spec = self.spec
+        u_decline, u_ghost = rng.random(), rng.random()
+        latency = spec.latency.sample(rng) * self.latency_factor
+        with self.station.request() as req:
+            timer = env.timeout(spec.timeout)
+            got = yield req | timer
+            if req not in got:
+                return "timeout", env.now - start
+            answer = self.settled.get(key)
+            if answer is None:
+                answer = "declined" if u_decline < spec.decline_rate else "approved"
+                self.settled[key] = answer
+            else:
+                self.replays += 1
+            left = spec.timeout - (env.now - start)
+            if latency > left or (answer == "approved" and u_ghost < self.ghost_share):
+                yield env.timeout(left)
+                return "timeout", env.now - start
+            yield env.timeout(latency)
+        return answer, env.now - start
+
+
+def choose(world: World, u: float) -> list[GatewayModel]:
+    """Return the gateways in the order to try: the routed one first, then the others."""
+    gateways = world.gateways
+    cumulative = 0.0
+    first = len(gateways) - 1
+    for i, share in enumerate(world.shares):
+        cumulative += share
+        if u < cumulative:
+            first = i
+            break
+    return [gateways[first], *gateways[:first], *gateways[first + 1 :]]
+
+
+def pay(
+    world: World, order_id: str, method: Any, rng: np.random.Generator
+) -> Generator[simpy.Event, Any, str]:
+    """Pay for an order: shop checks, gateway calls with retries and failover; return outcome.
+
+    Retries keep the same idempotency key while they go to the same gateway; failing over
+    to another gateway (only when the first one is down) uses a new key there.
+    """
+    env, uow, rec = world.env, world.uow, world.recorder
+    order_gateways = choose(world, rng.random())
+    start = shopping.begin_payment(
+        uow,
+        order_id,
+        method,
+        gateway=order_gateways[0].name,
+        idempotency_key=f"{order_id}@{order_gateways[0].name}",
+        now=env.now,
+        policies=world.policies,
+    )
+    if start.action == "blocked":
+        rec.count("fraud_blocks")
+        return "blocked"
+    retry = world.retry
+    outcome = "failed"
+    for attempt in range(1, retry.max_attempts + 1):
+        gateway = next((g for g in order_gateways if not g.down), order_gateways[0])
+        if gateway is not order_gateways[0]:
+            rec.count("failovers")
+        key = f"{order_id}@{gateway.name}"
+        replays_before = gateway.replays
+        answer, latency = yield from gateway.call(env, key, rng)
+        if gateway.replays > replays_before and answer == "approved":
+            rec.count("double_charges_prevented")
+        rec.payments.append(env.now, order_id, gateway.name, attempt, answer, latency)
+        outcome = shopping.record_gateway_answer(
+            uow, start.payment_id, answer, env.now, gateway=gateway.name
+        )
+        if outcome != "failed":
+            break
+        if attempt < retry.max_attempts:
+            rec.count("payment_retries")
+            yield env.timeout(retry.delay(attempt, rng.random()))
+    if outcome == "failed":
+        shopping.abandon_payment(uow, start.payment_id, env.now)
+    elif outcome == "declined":
+        rec.count("declines")
+    return outcome

@@ -1,0 +1,58 @@
+"""Warehouses: paid orders queue for pickers, then ship, arrive, and sometimes come back."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from sim.engine.stations import visit
+from sim.services.handlers import fulfilment
+
+if TYPE_CHECKING:
+    from sim.engine.world import World
+
+REFUND_LATENCY = 1.0
+"""Seconds a refund takes at the gateway (refunds are not on any customer's critical path)."""
+
+
+def fulfil(
+    world: World, order_id: str, user_id: str, rng: np.random.Generator
+) -> Generator[simpy.Event, Any, None]:
+    """Take one paid order from picking to delivery and, for some, through a return."""
+    env, uow, spec = world.env, world.uow, world.scenario.fulfilment
+    u = rng.random()
+    index = min(
+        int(np.searchsorted(world.warehouse_cdf, u, side="right")), len(spec.warehouses) - 1
+    )
+    warehouse = world.warehouses[index]
+    pick = spec.warehouses[index].pick.sample(rng)
+    ship_delay = spec.ship_delay.sample(rng)
+    delivery_delay = spec.delivery_delay.sample(rng)
+    returned = rng.random() < spec.return_rate
+    return_delay = spec.return_delay.sample(rng)
+    partial = rng.random() < 0.5
+    outage = world.warehouse_outages.get(world.warehouse_names[index])
+    if outage is not None:
+        yield outage  # the order waits in Processing until the warehouse is back
+    yield from visit(env, warehouse, pick)
+    yield env.timeout(ship_delay)
+    fulfilment.ship_order(uow, order_id, env.now)
+    yield env.timeout(delivery_delay)
+    fulfilment.deliver_order(uow, order_id, env.now)
+    if not returned:
+        return
+    yield env.timeout(return_delay)
+    order = uow.orders.find_readonly(order_id)
+    units = dict(order.returnable)
+    if partial and sum(units.values()) > 1:
+        sku = next(iter(units))
+        units = {sku: 1}
+    fulfilment.request_return(uow, user_id, order_id, units, env.now)
+    world.recorder.count("returns")
+    fulfilment.receive_return(uow, order_id, env.now)
+    yield env.timeout(REFUND_LATENCY)
+    fulfilment.refund_return(uow, order_id, env.now)
+    world.recorder.count("refunds")

@@ -1,0 +1,318 @@
+"""The world of one run: every resource, the shop's domain state, and the random streams.
+
+``build_world(env, scenario, streams)`` creates the stations, gateways and warehouses, the
+catalog (products ranked by popularity, categories, prices, stock), the registered
+customers, the coupons and the cache, and wires domain events to the engine (a stock
+change invalidates the product's cache entry; order transitions reach the recorder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+import simpy
+from faker import Faker
+
+from sim.domain.cache import CacheStore
+from sim.domain.catalog import CatalogIndex, Recommender, SearchQuery
+from sim.domain.coupons import Coupon
+from sim.domain.events import OrderStatusChanged, StockChanged
+from sim.domain.inventory import StockItem
+from sim.domain.money import Money
+from sim.domain.payments import Card, FraudRules, RetryPolicy
+from sim.domain.users import PasswordHasher, Role
+from sim.engine.gateways import GatewayModel
+from sim.engine.recorder import Recorder
+from sim.engine.rng import Streams
+from sim.engine.stations import Station
+from sim.scenario.schema import Coupon as CouponSpec
+from sim.scenario.schema import Scenario
+from sim.scenario.workloads import BehaviorGraph, PageDemand
+from sim.services.handlers import accounts, catalog
+from sim.services.policies import ShopPolicies
+from sim.services.store import UnitOfWork
+from sim.services.subscribers import attach_subscribers
+
+SIMULATION_HASHER = PasswordHasher(iterations=1)
+"""A deliberately cheap KDF setting: simulated logins must not cost real CPU seconds."""
+
+RECOMMENDATION_SHARE = 0.3
+"""Chance that a product view follows a "bought together" recommendation of the last one."""
+
+EXTRA_UNIT_SHARE = 0.2
+"""Chance that an add-to-cart takes two units instead of one."""
+
+SEARCH_PAGE_SIZE = 10
+"""Products listed on one page of search results."""
+
+
+@dataclass(eq=False)
+class World:
+    """Everything one run's processes share; built by :func:`build_world`."""
+
+    env: simpy.Environment
+    scenario: Scenario
+    streams: Streams
+    replication: int
+    uow: UnitOfWork
+    policies: ShopPolicies
+    recorder: Recorder
+    graph: BehaviorGraph
+    demands: dict[str, PageDemand]
+    app: Station
+    database: Station
+    cache_station: Station
+    cache: CacheStore
+    gateways: list[GatewayModel]
+    shares: list[float]
+    retry: RetryPolicy
+    warehouses: list[Station]
+    warehouse_cdf: np.ndarray
+    index: CatalogIndex
+    recommender: Recommender
+    skus: list[str]
+    popularity_cdf: np.ndarray
+    categories: list[str]
+    category_of_sku: dict[str, str]
+    population: list[str]
+    population_emails: list[str]
+    coupon_shares: list[tuple[str, float]]
+    rate_steps: list[tuple[float, float]]
+    admin_id: str
+    card: Card
+    app_factor: float = 1.0
+    db_factor: float = 1.0
+    cache_factor: float = 1.0
+    cache_down: bool = False
+    recommendation_share: float = RECOMMENDATION_SHARE
+    extra_unit_share: float = EXTRA_UNIT_SHARE
+    stations: dict[str, Station] = field(default_factory=dict)
+    warehouse_outages: dict[str, simpy.Event] = field(default_factory=dict)
+    warehouse_names: list[str] = field(default_factory=list)
+
+    def pick_product(self, u: float) -> str:
+        """Return the SKU at popularity quantile ``u`` (Zipf over the catalog's ranks)."""
+        rank = int(np.searchsorted(self.popularity_cdf, u, side="right"))
+        return self.skus[min(rank, len(self.skus) - 1)]
+
+    def category_of(self, sku: str) -> str | None:
+        """Return a SKU's category id."""
+        return self.category_of_sku.get(sku)
+
+    def search(self, rng: np.random.Generator) -> list[str]:
+        """Run one catalog search by category (half of them in stock only); return the SKUs."""
+        category = self.categories[int(rng.integers(len(self.categories)))]
+        query = SearchQuery(
+            category_id=category,
+            in_stock_only=bool(rng.random() < 0.5),
+            sort="best_selling",
+            page_size=SEARCH_PAGE_SIZE,
+        )
+        page = self.index.search(query, in_stock=self._in_stock, sales=self.recommender.sales)
+        return list(page.items)
+
+    def _in_stock(self, sku: str) -> bool:
+        item = self.uow.stock.find_readonly(sku)
+        return item is not None and item.available > 0
+
+    def admin_touch(self, sku: str) -> None:
+        """Let an admin edit a product's description: its cache entry goes stale."""
+        catalog.update_product(
+            self.uow, self.admin_id, sku, self.env.now, description=f"edited at {self.env.now:.0f}"
+        )
+        self.cache.invalidate(f"product:{sku}")
+
+    def password_for(self, email: str) -> str:
+        """Return the simulated customer's password (known to the simulation only)."""
+        return password_for(email)
+
+    def on_stock_changed(self, event: StockChanged) -> None:
+        """Invalidate the product's cache entry when its stock changes."""
+        self.cache.invalidate(f"product:{event.sku}")
+
+
+def password_for(email: str) -> str:
+    """Return a simulated customer's password: derived from the e-mail, never stored in clear."""
+    return "pw-" + hashlib.sha256(email.encode()).hexdigest()[:16] + "-7"
+
+
+def _money(value: float) -> Money:
+    return Money(max(1, int((Decimal(repr(value)) * 100).to_integral_value())))
+
+
+def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) -> World:
+    """Build every resource, the catalog, the customers and the coupons of one run."""
+    sc = scenario
+    recorder = Recorder()
+    fraud = sc.payments.fraud
+    policies = ShopPolicies(
+        hasher=SIMULATION_HASHER,
+        fraud=FraudRules(
+            velocity_window=fraud.window,
+            max_attempts_in_window=fraud.max_attempts,
+            large_amount=Money(fraud.max_amount),
+        )
+        if fraud.enabled
+        else FraudRules(review_at=100, block_at=100, large_amount=Money(10**12)),
+    )
+    uow = attach_subscribers(UnitOfWork(), notifications=False)
+    interval = sc.metrics.interval
+    stations = sc.stations
+    app = Station(env, stations.app.servers, name="app", interval=interval)
+    database = Station(env, stations.database.pool, name="database", interval=interval)
+    cache_station = Station(env, stations.cache.servers, name="cache", interval=interval)
+    cache = CacheStore(stations.cache.capacity, stations.cache.policy, stations.cache.ttl)
+
+    gateway_models = [
+        GatewayModel(g, Station(env, g.servers, name=f"gateway:{g.name}", interval=interval))
+        for g in sc.payments.gateways
+    ]
+    shares = [
+        g.share if g.share is not None else 1 / len(gateway_models) for g in sc.payments.gateways
+    ]
+    warehouses = [
+        Station(env, w.workers, name=f"warehouse:{w.name}", interval=interval)
+        for w in sc.fulfilment.warehouses
+    ]
+    w_shares = np.array(
+        [w.share if w.share is not None else 1.0 for w in sc.fulfilment.warehouses], dtype=float
+    )
+    backoff = sc.payments.retries.backoff
+    retry = RetryPolicy(
+        max_attempts=sc.payments.retries.max_attempts,
+        base=backoff.base,
+        cap=backoff.cap,
+        jitter=backoff.jitter,
+        min_delay=min(backoff.base, 0.5),
+    )
+
+    # --- people: an admin and the registered customers ---------------------------------------
+    faker = Faker()
+    faker.seed_instance(int(streams["population"].integers(2**31)))
+    admin_id = accounts.register(
+        uow,
+        "admin@shop.example",
+        "Sim-operator-9f2k-2026",
+        0.0,
+        role=Role.ADMIN,
+        hasher=SIMULATION_HASHER,
+    )
+    emails: list[str] = []
+    ids: list[str] = []
+    for i in range(sc.population.users):
+        email = f"{faker.user_name()}.{i}@{faker.free_email_domain()}"
+        emails.append(email)
+        ids.append(
+            accounts.register(uow, email, password_for(email), 0.0, hasher=SIMULATION_HASHER)
+        )
+
+    # --- the catalog: categories, products ranked by popularity, stock -----------------------
+    index, recommender = CatalogIndex(), Recommender()
+    catalog.attach_catalog_views(uow.bus, uow, index, recommender)
+    rng = streams["catalog"]
+    categories = [
+        catalog.create_category(uow, admin_id, f"Category {c + 1}", None, 0.0)
+        for c in range(sc.catalog.categories)
+    ]
+    n = sc.catalog.products
+    prices = sc.catalog.price.sample_many(rng, n)
+    cat_index = rng.integers(len(categories), size=n)
+    words = [faker.word() for _ in range(min(n, 500))]
+    specs = [
+        {
+            "sku": f"SKU-{rank + 1:06d}",
+            "name": f"{words[rank % len(words)].title()} {words[(rank * 7 + 3) % len(words)]}",
+            "description": f"{words[(rank * 13 + 5) % len(words)]} product {rank + 1}",
+            "category_id": categories[int(cat_index[rank])],
+            "price": _money(float(prices[rank])),
+        }
+        for rank in range(n)
+    ]
+    skus = catalog.bulk_create_products(uow, admin_id, specs, 0.0)
+    stock = {sku: sc.catalog.stock.initial for sku in skus}
+    for limited in sc.catalog.stock.limited:
+        ranks = (
+            [limited.sku_rank]
+            if limited.sku_rank is not None
+            else range(1, (limited.count or 0) + 1)
+        )
+        for rank in ranks:
+            if rank <= n:
+                stock[skus[rank - 1]] = limited.stock
+    with uow:
+        for sku in skus:
+            uow.stock.add(StockItem(sku, stock[sku]))
+        for spec in sc.coupons:
+            uow.coupons.add(_coupon(spec, categories))
+        uow.commit()
+    ranks = np.arange(1, n + 1, dtype=float)
+    weights = ranks**-sc.catalog.popularity.zipf
+    popularity_cdf = np.cumsum(weights / weights.sum())
+
+    if sc.arrivals.schedule is not None:
+        rate_steps = [(step.at, step.rate) for step in sc.arrivals.schedule]
+    else:
+        rate_steps = [(0.0, sc.arrivals.rate or 0.0)]
+
+    world = World(
+        env=env,
+        scenario=sc,
+        streams=streams,
+        replication=streams.replication,
+        uow=uow,
+        policies=policies,
+        recorder=recorder,
+        graph=sc.behavior_graph(),
+        demands=sc.page_demands(),
+        app=app,
+        database=database,
+        cache_station=cache_station,
+        cache=cache,
+        gateways=gateway_models,
+        shares=shares,
+        retry=retry,
+        warehouses=warehouses,
+        warehouse_cdf=np.cumsum(w_shares / w_shares.sum()),
+        index=index,
+        recommender=recommender,
+        skus=skus,
+        popularity_cdf=popularity_cdf,
+        categories=categories,
+        category_of_sku={s["sku"]: s["category_id"] for s in specs},
+        population=ids,
+        population_emails=emails,
+        coupon_shares=[(c.code, c.share_of_checkouts) for c in sc.coupons],
+        rate_steps=rate_steps,
+        admin_id=admin_id,
+        card=Card("4242424242424242", 12, 2030, "Sim Shopper", "US"),
+    )
+    world.warehouse_names = [w.name for w in sc.fulfilment.warehouses]
+    world.stations = {
+        "app": app,
+        "database": database,
+        "cache": cache_station,
+        **{g.station.name: g.station for g in gateway_models},
+        **{w.name: w for w in warehouses},
+    }
+    uow.bus.subscribe(StockChanged, world.on_stock_changed)
+    uow.bus.subscribe(OrderStatusChanged, recorder.on_order_status)
+    return world
+
+
+def _coupon(spec: CouponSpec, categories: list[str]) -> Coupon:
+    value: int | Money = spec.value if spec.kind == "percent" else Money(spec.value)
+    return Coupon.create(
+        spec.code,
+        spec.kind,
+        value,
+        min_purchase=Money(spec.min_purchase),
+        valid_from=spec.valid_from,
+        valid_until=spec.valid_until if spec.valid_until is not None else None,
+        usage_limit=spec.usage_limit,
+        per_customer_limit=spec.per_customer_limit,
+        categories=frozenset(categories[c - 1] for c in spec.categories) or None,
+        stackable=spec.stackable,
+    )
