@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sim.domain.errors import CurrencyMismatch, InvalidAmount
 
@@ -60,6 +60,18 @@ class Money:
         if minor != minor.to_integral_value():
             raise InvalidAmount(f"more than two decimals: {text!r}")
         return cls(int(minor), currency)
+
+    @classmethod
+    def from_units(cls, value: float, currency: str = DEFAULT_CURRENCY) -> Money:
+        """Round a float amount of currency units (a sampled price) to the nearest cent.
+
+        Half a cent rounds away from zero, as :func:`round_div` does.
+        """
+        try:
+            cents = (Decimal(repr(float(value))) * 100).to_integral_value(ROUND_HALF_UP)
+        except (InvalidOperation, ValueError, OverflowError):
+            raise InvalidAmount(f"not a finite amount: {value!r}") from None
+        return cls(int(cents), currency)
 
     def _check(self, other: Money) -> None:
         if self.currency != other.currency:

@@ -6,7 +6,7 @@ duration, mend it. Every window is recorded, so reports can shade it.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -37,68 +37,81 @@ def _inject(world: World, fault: Any) -> Generator[simpy.Event, Any, None]:
         world.cache.flush()
         world.recorder.faults.append("cache_flush", "cache", env.now, env.now)
         return
-    start = env.now
     if isinstance(fault, Outage):
-        target = fault.outage
-        undo = _outage(world, target)
-        kind = "outage"
+        kind, target, undo = "outage", fault.outage, _outage(world, fault.outage)
     elif isinstance(fault, LatencySpike):
-        target = fault.latency_spike
+        kind, target = "latency_spike", fault.latency_spike
         undo = _spike(world, target, fault.factor)
-        kind = "latency_spike"
     elif isinstance(fault, PoolShrink):
-        target = "database"
-        pool = world.database.capacity
-        world.database.set_capacity(min(fault.pool_shrink.to, pool))
-
-        def undo() -> None:
-            world.database.set_capacity(pool)
-
-        kind = "pool_shrink"
+        kind, target, undo = "pool_shrink", "database", _shrink(world, fault.pool_shrink.to)
     else:
         assert isinstance(fault, GhostSuccess)
         gateway = _gateway(world, fault.gateway)
-        target = f"payments.{gateway.name}"
+        kind, target = "ghost_success", f"payments.{gateway.name}"
         gateway.ghost_share = fault.share
 
         def undo() -> None:
             gateway.ghost_share = 0.0
 
-        kind = "ghost_success"
+    # the window is recorded when it opens, so one still open at the horizon is reported too
+    world.recorder.faults.append(kind, target, env.now, env.now + fault.duration)
     yield env.timeout(fault.duration)
     undo()
-    world.recorder.faults.append(kind, target, start, env.now)
 
 
-def _outage(world: World, target: str) -> Any:
+def _outage(world: World, target: str) -> Callable[[], None]:
+    """Break ``target``; return what mends it. Overlapping outages nest: the last one mends."""
     if target == "cache":
-        world.cache_down = True
+        world.cache_outages += 1
 
-        def undo() -> None:
-            world.cache_down = False
-            world.cache.flush()  # a restarted cache comes back empty
+        def undo_cache() -> None:
+            world.cache_outages -= 1
+            if not world.cache_outages:
+                world.cache.flush()  # a restarted cache comes back empty
 
-        return undo
+        return undo_cache
     if target.startswith("payments."):
         gateway = _gateway(world, target)
-        gateway.down = True
+        gateway.outages += 1
 
         def undo_gateway() -> None:
-            gateway.down = False
+            gateway.outages -= 1
 
         return undo_gateway
     name = target.removeprefix("warehouses.")
-    recovered = world.env.event()
-    world.warehouse_outages[name] = recovered
+    count, recovered = world.warehouse_outages.get(name, (0, world.env.event()))
+    world.warehouse_outages[name] = (count + 1, recovered)
 
     def undo_warehouse() -> None:
-        del world.warehouse_outages[name]
-        recovered.succeed()
+        count, recovered = world.warehouse_outages[name]
+        if count > 1:
+            world.warehouse_outages[name] = (count - 1, recovered)
+        else:
+            del world.warehouse_outages[name]
+            recovered.succeed()
 
     return undo_warehouse
 
 
-def _spike(world: World, target: str, factor: float) -> Any:
+def _shrink(world: World, to: int) -> Callable[[], None]:
+    """Limit the database pool to ``to`` connections; overlapping limits take the smallest."""
+    if not world.pool_limits:
+        world.pool_limits.append(world.database.capacity)  # the configured pool, kept first
+    world.pool_limits.append(to)
+    world.database.set_capacity(min(world.pool_limits))
+
+    def undo() -> None:
+        world.pool_limits.remove(to)
+        if len(world.pool_limits) == 1:
+            world.database.set_capacity(world.pool_limits.pop())
+        else:
+            world.database.set_capacity(min(world.pool_limits))
+
+    return undo
+
+
+def _spike(world: World, target: str, factor: float) -> Callable[[], None]:
+    """Multiply ``target``'s service or latency by ``factor``; return what divides it back."""
     if target.startswith("payments."):
         gateway = _gateway(world, target)
         gateway.latency_factor *= factor

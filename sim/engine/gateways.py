@@ -31,11 +31,16 @@ class GatewayModel:
 
     spec: GatewaySpec
     station: Station
-    down: bool = False
+    outages: int = 0
     latency_factor: float = 1.0
     ghost_share: float = 0.0
     settled: dict[str, str] = field(default_factory=dict)
     replays: int = 0
+
+    @property
+    def down(self) -> bool:
+        """Return True while an outage of this gateway is in force."""
+        return self.outages > 0
 
     @property
     def name(self) -> str:
@@ -44,16 +49,17 @@ class GatewayModel:
 
     def call(
         self, env: simpy.Environment, key: str, rng: np.random.Generator
-    ) -> Generator[simpy.Event, Any, tuple[str, float]]:
-        """Send one authorisation request; return (answer, latency seen by the client).
+    ) -> Generator[simpy.Event, Any, tuple[str, float, bool]]:
+        """Send one authorisation request; return (answer, client latency, replayed).
 
         The answer is approved, declined, failed (gateway down) or timeout (the client gave
         up; the gateway may still have approved, and a retry with the same key replays it).
+        ``replayed`` is True when the gateway answered from its idempotency record.
         """
         start = env.now
         if self.down:
             yield env.timeout(CONNECT_ERROR_TIME)
-            return "failed", env.now - start
+            return "failed", env.now - start, False
         spec = self.spec
         u_decline, u_ghost = rng.random(), rng.random()
         latency = spec.latency.sample(rng) * self.latency_factor
@@ -61,8 +67,9 @@ class GatewayModel:
             timer = env.timeout(spec.timeout)
             got = yield req | timer
             if req not in got:
-                return "timeout", env.now - start
+                return "timeout", env.now - start, False
             answer = self.settled.get(key)
+            replayed = answer is not None
             if answer is None:
                 answer = "declined" if u_decline < spec.decline_rate else "approved"
                 self.settled[key] = answer
@@ -71,9 +78,9 @@ class GatewayModel:
             left = spec.timeout - (env.now - start)
             if latency > left or (answer == "approved" and u_ghost < self.ghost_share):
                 yield env.timeout(left)
-                return "timeout", env.now - start
+                return "timeout", env.now - start, replayed
             yield env.timeout(latency)
-        return answer, env.now - start
+        return answer, env.now - start, replayed
 
 
 def choose(world: World, u: float) -> list[GatewayModel]:
@@ -118,9 +125,8 @@ def pay(
         if gateway is not order_gateways[0]:
             rec.count("failovers")
         key = f"{order_id}@{gateway.name}"
-        replays_before = gateway.replays
-        answer, latency = yield from gateway.call(env, key, rng)
-        if gateway.replays > replays_before and answer == "approved":
+        answer, latency, replayed = yield from gateway.call(env, key, rng)
+        if replayed and answer == "approved":
             rec.count("double_charges_prevented")
         rec.payments.append(env.now, order_id, gateway.name, attempt, answer, latency)
         outcome = shopping.record_gateway_answer(

@@ -72,6 +72,11 @@ def cache_series(requests: pd.DataFrame, interval: float) -> pd.DataFrame:
     return frame[columns]
 
 
+def _conversion(sessions: pd.DataFrame, warmup: float) -> float:
+    kept = sessions[sessions["start"] >= warmup] if not sessions.empty else sessions
+    return float((kept["orders"] > 0).mean()) if not kept.empty else 0.0
+
+
 def compute_kpis(
     frames: dict[str, pd.DataFrame], world: World, *, warmup: float, horizon: float
 ) -> dict[str, Any]:
@@ -104,7 +109,7 @@ def compute_kpis(
         "utilisation": station_utilisation(frames["stations"], warmup),
         "sessions": len(sessions),
         "page_views": len(requests),
-        "conversion": float((sessions["orders"] > 0).mean()) if not sessions.empty else 0.0,
+        "conversion": _conversion(sessions, warmup),
         "orders_by_state": orders["status"].value_counts().sort_index().to_dict()
         if not orders.empty
         else {},

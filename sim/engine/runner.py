@@ -75,7 +75,8 @@ def run(
     seed = scenario.seed if seed is None else seed
     env = simpy.Environment()
     world = build_world(env, scenario, Streams(seed, replication))
-    env.process(arrivals(world))
+    if world.rate_steps:
+        env.process(arrivals(world))
     closed = scenario.arrivals.closed
     for index in range(closed.users if closed is not None else 0):
         env.process(closed_shopper(world, index + 1))

@@ -251,9 +251,21 @@ def _buy_request(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, 
                 world.recorder.count("coupons_applied")
             except CouponRejected:
                 world.recorder.count("coupons_rejected")
-    shopping.price_user_cart(world.uow, user_id, now, policies=world.policies)
+    try:
+        shopping.price_user_cart(world.uow, user_id, now, policies=world.policies)
+    except CouponRejected:  # a code applied earlier has expired or been used up since
+        _drop_coupons(world, user_id)
+        shopper.outcome = "coupon_rejected"
     return
     yield
+
+
+def _drop_coupons(world: World, user_id: str) -> None:
+    """Take every coupon code off the cart, as a shopper told "this code no longer works" does."""
+    cart = world.uow.carts.find_readonly(user_id)
+    for code in list(cart.coupon_codes) if cart is not None else ():
+        shopping.remove_coupon(world.uow, user_id, code, world.env.now)
+    world.recorder.count("coupons_rejected")
 
 
 def _buy_confirm(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
@@ -270,7 +282,7 @@ def _buy_confirm(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, 
         return
     except CouponRejected:
         shopper.outcome = "coupon_rejected"
-        rec.count("coupons_rejected")
+        _drop_coupons(world, user_id)
         return
     rec.count("checkouts")
     outcome = yield from gateways.pay(world, order_id, world.card, shopper.rng)

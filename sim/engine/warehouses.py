@@ -36,7 +36,7 @@ def fulfil(
     partial = rng.random() < 0.5
     outage = world.warehouse_outages.get(world.warehouse_names[index])
     if outage is not None:
-        yield outage  # the order waits in Processing until the warehouse is back
+        yield outage[1]  # the order waits in Processing until the warehouse is back
     yield from visit(env, warehouse, pick)
     yield env.timeout(ship_delay)
     fulfilment.ship_order(uow, order_id, env.now)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import numpy as np
 import simpy
@@ -44,6 +43,9 @@ RECOMMENDATION_SHARE = 0.3
 
 EXTRA_UNIT_SHARE = 0.2
 """Chance that an add-to-cart takes two units instead of one."""
+
+FRAUD_BLOCK_AT = 80
+"""The fraud score that refuses a payment; a scenario's fraud rules each score this much."""
 
 SEARCH_PAGE_SIZE = 10
 """Products listed on one page of search results."""
@@ -86,11 +88,12 @@ class World:
     app_factor: float = 1.0
     db_factor: float = 1.0
     cache_factor: float = 1.0
-    cache_down: bool = False
+    cache_outages: int = 0
+    pool_limits: list[int] = field(default_factory=list)
     recommendation_share: float = RECOMMENDATION_SHARE
     extra_unit_share: float = EXTRA_UNIT_SHARE
     stations: dict[str, Station] = field(default_factory=dict)
-    warehouse_outages: dict[str, simpy.Event] = field(default_factory=dict)
+    warehouse_outages: dict[str, tuple[int, simpy.Event]] = field(default_factory=dict)
     warehouse_names: list[str] = field(default_factory=list)
 
     def pick_product(self, u: float) -> str:
@@ -129,6 +132,11 @@ class World:
         """Return the simulated customer's password (known to the simulation only)."""
         return password_for(email)
 
+    @property
+    def cache_down(self) -> bool:
+        """Return True while an outage of the cache server is in force."""
+        return self.cache_outages > 0
+
     def on_stock_changed(self, event: StockChanged) -> None:
         """Invalidate the product's cache entry when its stock changes."""
         self.cache.invalidate(f"product:{event.sku}")
@@ -139,10 +147,6 @@ def password_for(email: str) -> str:
     return "pw-" + hashlib.sha256(email.encode()).hexdigest()[:16] + "-7"
 
 
-def _money(value: float) -> Money:
-    return Money(max(1, int((Decimal(repr(value)) * 100).to_integral_value())))
-
-
 def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) -> World:
     """Build every resource, the catalog, the customers and the coupons of one run."""
     sc = scenario
@@ -150,10 +154,13 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
     fraud = sc.payments.fraud
     policies = ShopPolicies(
         hasher=SIMULATION_HASHER,
-        fraud=FraudRules(
+        fraud=FraudRules(  # each of the scenario's rules refuses on its own (weight = block_at)
             velocity_window=fraud.window,
             max_attempts_in_window=fraud.max_attempts,
             large_amount=Money(fraud.max_amount),
+            velocity_weight=FRAUD_BLOCK_AT,
+            large_amount_weight=FRAUD_BLOCK_AT,
+            block_at=FRAUD_BLOCK_AT,
         )
         if fraud.enabled
         else FraudRules(review_at=100, block_at=100, large_amount=Money(10**12)),
@@ -227,7 +234,7 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
             "name": f"{words[rank % len(words)].title()} {words[(rank * 7 + 3) % len(words)]}",
             "description": f"{words[(rank * 13 + 5) % len(words)]} product {rank + 1}",
             "category_id": categories[int(cat_index[rank])],
-            "price": _money(float(prices[rank])),
+            "price": Money.from_units(float(prices[rank])).clamp_min(Money(1)),
         }
         for rank in range(n)
     ]
@@ -254,8 +261,10 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
 
     if sc.arrivals.schedule is not None:
         rate_steps = [(step.at, step.rate) for step in sc.arrivals.schedule]
+    elif sc.arrivals.rate is not None:
+        rate_steps = [(0.0, sc.arrivals.rate)]
     else:
-        rate_steps = [(0.0, sc.arrivals.rate or 0.0)]
+        rate_steps = []  # a closed population only
 
     world = World(
         env=env,

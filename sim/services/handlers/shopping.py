@@ -206,8 +206,8 @@ def checkout(uow: UnitOfWork, user_id: str, now: float, *, policies: ShopPolicie
     reason; on any error nothing is reserved, held or placed.
     """
     with uow:
-        cart = uow.carts.get(user_id)
-        if cart.is_empty:
+        cart = uow.carts.find(user_id)
+        if cart is None or cart.is_empty:
             raise EmptyCart(f"user {user_id}: the cart is empty")
         order = place_order(uow, user_id, cart.lines, cart.coupon_codes, now, policies)
         cart.clear(now)

@@ -1,0 +1,946 @@
+"""Report folders of one run (one or more replications): summary.json, CSVs, PNGs, report.html.
+
+Pure functions of results (ARCHITECTURE.md, principle 9): the caller picks an existing folder,
+these functions write files into it and return their paths; nothing is printed.
+
+- :func:`write_run_report` writes ``summary.json`` (KPIs, SLO verdicts, audit, the resolved
+  scenario, seeds, version, runtime), one CSV per frame (all replications, with a
+  ``replication`` column; requests sampled beyond :data:`MAX_REQUEST_ROWS` rows), the PNG plots
+  and ``report.html``, one self-contained page with every plot embedded.
+- :func:`rebuild_report` redraws the PNGs and ``report.html`` of a saved folder from its
+  ``summary.json`` and CSVs alone, without simulating.
+- :func:`format_summary` is the one-screen text summary the command line prints.
+- :func:`station_twin` sets each station's simulated wait beside the analytic twin's prediction.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+import sim
+from sim.analysis.stats import flatten_numeric, summarize_replications
+from sim.analysis.theory import mgc_wait, mmc
+from sim.engine.runner import RunResult
+from sim.reporting import plots
+from sim.scenario.schema import Scenario
+
+__all__ = [
+    "FRAME_NAMES",
+    "MAX_REQUEST_ROWS",
+    "ReportFiles",
+    "format_summary",
+    "rebuild_report",
+    "station_twin",
+    "write_run_report",
+]
+
+SUMMARY_FILE = "summary.json"
+"""The run's figures and inputs."""
+
+HTML_FILE = "report.html"
+"""The self-contained report page."""
+
+FRAME_NAMES = (
+    "requests",
+    "sessions",
+    "payments",
+    "order_events",
+    "faults",
+    "stations",
+    "station_stats",
+    "cache",
+    "orders",
+    "ledger",
+    "request_series",
+    "funnel",
+)
+"""The frames written as ``<name>.csv`` (the last two are derived from the full requests)."""
+
+MAX_REQUEST_ROWS = 200_000
+"""Beyond this many request rows (all replications), requests.csv holds a uniform sample."""
+
+SAMPLE_SEED = 0
+"""Seed of the request sample: the same run always writes the same rows."""
+
+PLOT_DPI = 100
+"""Resolution of the PNG plots."""
+
+SCV_TOLERANCE = 0.1
+"""A service scv within this distance of 1 counts as exponential-like (Erlang C applies)."""
+
+SUMMARY_FORMAT = 1
+"""Version of summary.json's layout."""
+
+_ZERO_FILL = ("orders_by_state", "payment_outcomes")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files of a report folder."""
+
+    folder: Path
+    summary: Path
+    html: Path
+    csvs: tuple[Path, ...]
+    pngs: tuple[Path, ...]
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    """Return ``value`` as plain JSON data: numpy scalars unwrapped, NaN and infinity as None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _number(value: Any) -> float:
+    """Return a JSON number (or None) as a float, None as NaN."""
+    return float("nan") if value is None else float(value)
+
+
+# --- frames -------------------------------------------------------------------------------------
+def _complete_faults(recorded: pd.DataFrame, scenario: Scenario, horizon: float) -> pd.DataFrame:
+    """Return the fault windows, adding those still open at the horizon (cut at the horizon).
+
+    The engine records a window when it ends, so a fault that outlasts the run is missing from
+    ``frames["faults"]``; the scenario says when it began.
+    """
+    rows = recorded[["kind", "target", "start", "end"]].to_dict("records")
+    seen = {(str(r["kind"]), str(r["target"]), float(r["start"])) for r in rows}
+    for fault in scenario.faults:
+        start = float(fault.at)
+        target = f"payments.{fault.gateway}" if fault.kind == "ghost_success" else fault.target
+        if start >= horizon or (fault.kind, target, start) in seen:
+            continue
+        end = min(start + float(getattr(fault, "duration", 0.0)), horizon)
+        rows.append({"kind": fault.kind, "target": target, "start": start, "end": end})
+    frame = pd.DataFrame(rows, columns=["kind", "target", "start", "end"])
+    return frame.sort_values(["start", "kind"], kind="stable").reset_index(drop=True)
+
+
+def _with_replication(frame: pd.DataFrame, replication: int) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.insert(0, "replication", replication)
+    return frame
+
+
+def _run_frames(result: RunResult) -> dict[str, pd.DataFrame]:
+    """Return one replication's frames plus the derived series, each with a replication column."""
+    scenario = result.scenario
+    frames = dict(result.frames)
+    frames["faults"] = _complete_faults(frames["faults"], scenario, scenario.horizon)
+    frames["request_series"] = plots.request_series(
+        frames["requests"], scenario.metrics.interval, scenario.horizon
+    )
+    frames["funnel"] = plots.funnel_counts(
+        frames["sessions"], frames["requests"], frames["orders"], frames["order_events"]
+    )
+    return {name: _with_replication(frames[name], result.replication) for name in FRAME_NAMES}
+
+
+def _combine(results: Sequence[RunResult]) -> dict[str, pd.DataFrame]:
+    per_run = [_run_frames(r) for r in results]
+    return {
+        name: pd.concat([frames[name] for frames in per_run], ignore_index=True)
+        if len(per_run) > 1
+        else per_run[0][name]
+        for name in FRAME_NAMES
+    }
+
+
+def _sample_requests(requests: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Return ``requests`` or a deterministic uniform sample of MAX_REQUEST_ROWS rows."""
+    total = len(requests)
+    if total <= MAX_REQUEST_ROWS:
+        return requests, 1.0
+    rng = np.random.default_rng(SAMPLE_SEED)
+    keep = np.sort(rng.choice(total, size=MAX_REQUEST_ROWS, replace=False))
+    return requests.iloc[keep].reset_index(drop=True), MAX_REQUEST_ROWS / total
+
+
+def _read_frames(folder: Path) -> dict[str, pd.DataFrame]:
+    frames: dict[str, pd.DataFrame] = {}
+    for name in FRAME_NAMES:
+        path = folder / f"{name}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; cannot rebuild the report without it")
+        try:
+            frames[name] = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            frames[name] = pd.DataFrame()
+    return frames
+
+
+# --- the analytic twin --------------------------------------------------------------------------
+def _service_scv(scenario: Scenario) -> dict[str, float]:
+    """Return the scv of each station's service distribution, by the engine's station names."""
+    stations = scenario.stations
+    scv = {
+        "app": stations.app.service.scv,
+        "database": stations.database.query.scv,
+        "cache": stations.cache.service.scv,
+    }
+    scv.update({f"gateway:{g.name}": g.latency.scv for g in scenario.payments.gateways})
+    scv.update({f"warehouse:{w.name}": w.pick.scv for w in scenario.fulfilment.warehouses})
+    return {name: float(value) for name, value in scv.items()}
+
+
+def station_twin(station_stats: pd.DataFrame, scv: Mapping[str, float]) -> pd.DataFrame:
+    """Return each station's simulated mean wait beside the analytic twin's prediction.
+
+    ``station_stats`` is ``frames["station_stats"]`` (several replications are pooled by
+    summing). Per station: arrival rate ``lambda = arrivals / elapsed`` (the offered load, which
+    a backlog does not hide), mean service ``S = total_service / completions``, ``rho = lambda S
+    / c``. The prediction is the M/M/c (Erlang C) mean wait in queue when the service scv (from
+    ``scv``; 1 when unknown) is within :data:`SCV_TOLERANCE` of 1, else the Allen-Cunneen M/G/c
+    approximation; ``"unstable"`` when ``rho >= 1``. Columns: ``station, servers, arrival_rate,
+    mean_service, scv, rho, utilisation, wait_simulated, wait_predicted, queue_simulated,
+    queue_predicted, model``.
+    """
+    columns = [
+        "station",
+        "servers",
+        "arrival_rate",
+        "mean_service",
+        "scv",
+        "rho",
+        "utilisation",
+        "wait_simulated",
+        "wait_predicted",
+        "queue_simulated",
+        "queue_predicted",
+        "model",
+    ]
+    if station_stats.empty:
+        return pd.DataFrame(columns=columns)
+    sums = ["elapsed", "arrivals", "starts", "completions", "total_wait", "total_service"]
+    sums += ["busy_time", "queue_time", "capacity_time"]
+    pooled = station_stats.groupby("name", sort=False).agg(
+        {**dict.fromkeys(sums, "sum"), "capacity": "max"}
+    )
+    rows = []
+    for name, row in pooled.iterrows():
+        servers = int(row["capacity"])
+        rate = row["arrivals"] / row["elapsed"] if row["elapsed"] > 0 else 0.0
+        service = row["total_service"] / row["completions"] if row["completions"] > 0 else 0.0
+        known = scv.get(str(name))
+        cv2 = 1.0 if known is None else float(known)
+        rho = rate * service / servers
+        predicted = float("nan")
+        if rate <= 0 or service <= 0:
+            model = "no traffic"
+        elif rho >= 1.0:
+            model = "unstable (rho >= 1)"
+        elif abs(cv2 - 1.0) <= SCV_TOLERANCE:
+            predicted = mmc(rate, 1.0 / service, servers).wq
+            model = "M/M/c (Erlang C)" + ("; scv unknown, taken as 1" if known is None else "")
+        else:
+            predicted = mgc_wait(rate, service, cv2, servers)
+            model = f"M/G/c (Allen-Cunneen approx., scv {cv2:.2g})"
+        rows.append(
+            {
+                "station": str(name),
+                "servers": servers,
+                "arrival_rate": float(rate),
+                "mean_service": float(service),
+                "scv": cv2,
+                "rho": float(rho),
+                "utilisation": float(row["busy_time"] / row["capacity_time"])
+                if row["capacity_time"] > 0
+                else 0.0,
+                "wait_simulated": float(row["total_wait"] / row["starts"])
+                if row["starts"] > 0
+                else 0.0,
+                "wait_predicted": float(predicted),
+                "queue_simulated": float(row["queue_time"] / row["elapsed"])
+                if row["elapsed"] > 0
+                else 0.0,
+                "queue_predicted": float(rate * predicted),
+                "model": model,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- the summary --------------------------------------------------------------------------------
+_SLOS = (
+    ("page_p95", "latency.p95", "<=", "Page response p95"),
+    ("checkout_p95", "checkout_latency.p95", "<=", "Checkout response p95"),
+    ("payment_success", "payment_success", ">=", "Payment success"),
+)
+
+
+def _slo_verdicts(scenario: Scenario, view: Mapping[str, _Stat]) -> list[dict[str, Any]]:
+    verdicts = []
+    for name, key, comparison, label in _SLOS:
+        target = float(getattr(scenario.slo, name))
+        stat = view.get(key, _Stat(float("nan"), float("nan"), 0))
+        met: bool | None = None
+        straddles = False
+        if math.isfinite(stat.mean):
+            met = stat.mean <= target if comparison == "<=" else stat.mean >= target
+            if math.isfinite(stat.half_width):
+                straddles = stat.mean - stat.half_width <= target <= stat.mean + stat.half_width
+        verdicts.append(
+            {
+                "name": name,
+                "label": label,
+                "kpi": key,
+                "comparison": comparison,
+                "target": target,
+                "value": stat.mean,
+                "half_width": stat.half_width,
+                "met": met,
+                "interval_straddles_target": straddles,
+            }
+        )
+    return verdicts
+
+
+@dataclass(frozen=True)
+class _Stat:
+    mean: float
+    half_width: float
+    n: int
+
+
+def _view(kpis: Mapping[str, Any], replications: int) -> dict[str, _Stat]:
+    """Return every numeric KPI (dotted key) as mean, half-width and n, from summary["kpis"]."""
+    if replications > 1:
+        return {
+            key: _Stat(_number(s["mean"]), _number(s["half_width"]), int(s["n"]))
+            for key, s in kpis.items()
+        }
+    flat = flatten_numeric(_nan_for_none(kpis))
+    return {key: _Stat(value, float("nan"), 1) for key, value in flat.items()}
+
+
+def _nan_for_none(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _nan_for_none(v) for k, v in data.items()}
+    return float("nan") if data is None else data
+
+
+def _build_summary(
+    results: Sequence[RunResult], *, requests_rows: int = 0, fraction: float = 1.0
+) -> dict[str, Any]:
+    """Return summary.json's content for ``results`` (replications of one scenario)."""
+    first = results[0]
+    scenario = first.scenario
+    n = len(results)
+    if n == 1:
+        kpis: dict[str, Any] = _jsonable(first.kpis)
+    else:
+        stats = summarize_replications([r.kpis for r in results], zero_fill=_ZERO_FILL)
+        flats = [flatten_numeric(r.kpis) for r in results]
+        kpis = {
+            key: {
+                "mean": s.mean,
+                "half_width": s.half_width,
+                "low": s.low,
+                "high": s.high,
+                "n": s.n,
+                "values": [flat.get(key, float("nan")) for flat in flats],
+            }
+            for key, s in stats.items()
+        }
+        kpis = _jsonable(kpis)
+    view = _view(_nan_for_none(kpis), n)
+    summary: dict[str, Any] = {
+        "format": SUMMARY_FORMAT,
+        "name": scenario.name,
+        "description": scenario.description,
+        "version": sim.__version__,
+        "seeds": [r.seed for r in results],
+        "replications": [r.replication for r in results],
+        "horizon": scenario.horizon,
+        "warmup": first.warmup,
+        "interval": scenario.metrics.interval,
+        "runtime": {
+            "total_seconds": sum(r.runtime for r in results),
+            "per_replication": [r.runtime for r in results],
+        },
+        "kpis": kpis,
+        "slo": _slo_verdicts(scenario, view),
+        "audit": {
+            "ok": all(r.audit.ok for r in results),
+            "replications": [
+                {"replication": r.replication, "ok": r.audit.ok, "violations": r.audit.violations}
+                for r in results
+            ],
+        },
+        "requests_sampled": fraction < 1.0,
+        "requests_sampling_fraction": fraction,
+        "requests_rows": requests_rows,
+        "plots_replication": first.replication,
+        "station_scv": _service_scv(scenario),
+        "scenario": scenario.to_data(),
+    }
+    if n > 1:
+        summary["kpis_by_replication"] = [r.kpis for r in results]
+    return _jsonable(summary)
+
+
+# --- formatting ---------------------------------------------------------------------------------
+def _fmt_value(value: float, kind: str) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    if kind == "ms":
+        return f"{value * 1000.0:,.1f} ms"
+    if kind == "pct":
+        return f"{value * 100.0:.1f} %"
+    if kind == "rate":
+        return f"{value:,.3g}/s" if abs(value) < 10 else f"{value:,.1f}/s"
+    if kind == "money":
+        return f"{value / 100.0:,.2f}"
+    if kind == "count":
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+    return f"{value:,.4g}"
+
+
+def _fmt_half(value: float, kind: str) -> str:
+    if kind == "ms":
+        return f"{value * 1000.0:,.1f} ms"
+    if kind == "pct":
+        return f"{value * 100.0:.1f} pp"
+    if kind == "rate":
+        return f"{value:,.3g}/s"
+    if kind == "money":
+        return f"{value / 100.0:,.2f}"
+    if kind == "count":
+        return f"{value:,.1f}"
+    return f"{value:,.3g}"
+
+
+def _fmt_stat(stat: _Stat | None, kind: str, replicated: bool) -> str:
+    if stat is None:
+        return "n/a"
+    text = _fmt_value(stat.mean, kind)
+    if replicated and math.isfinite(stat.mean):
+        if math.isfinite(stat.half_width):
+            text += f" ± {_fmt_half(stat.half_width, kind)}"
+        else:
+            text += f" (n={stat.n})"
+    return text
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "n/a"
+    if seconds < 1.0:
+        return f"{seconds * 1000.0:.3g} ms"
+    if seconds < 120.0:
+        return f"{seconds:.3g} s"
+    return f"{seconds / 60.0:.3g} min"
+
+
+_KPI_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("throughput", "Throughput (page requests)", "rate"),
+    ("sessions_per_second", "Session arrivals", "rate"),
+    ("latency.p50", "Page response p50", "ms"),
+    ("latency.p95", "Page response p95", "ms"),
+    ("latency.p99", "Page response p99", "ms"),
+    ("latency.mean", "Page response mean", "ms"),
+    ("checkout_latency.p50", "Checkout response p50", "ms"),
+    ("checkout_latency.p95", "Checkout response p95", "ms"),
+    ("cache_hit_rate", "Cache hit rate", "pct"),
+    ("conversion", "Conversion (finished sessions with an order)", "pct"),
+    ("sessions", "Sessions finished", "count"),
+    ("page_views", "Page views", "count"),
+    ("checkouts", "Checkouts", "count"),
+    ("orders_paid", "Orders paid", "count"),
+    ("payment_success", "Payment success (paid / checkouts)", "pct"),
+    ("revenue_cents", "Revenue (ledger balance, currency units)", "money"),
+    ("declines", "Declines", "count"),
+    ("payment_retries", "Payment retries", "count"),
+    ("failovers", "Gateway failovers", "count"),
+    ("fraud_blocks", "Fraud blocks", "count"),
+    ("double_charges_prevented", "Double charges prevented", "count"),
+    ("stock_outs", "Stock-outs", "count"),
+    ("carts_abandoned", "Carts abandoned", "count"),
+    ("carts_recovered", "Carts recovered", "count"),
+    ("refunds", "Refunds", "count"),
+    ("returns", "Returns", "count"),
+    ("registrations", "Registrations", "count"),
+)
+
+
+def _station_names(view: Mapping[str, _Stat]) -> list[str]:
+    names = []
+    for key in view:
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "utilisation" and parts[2] == "utilisation":
+            names.append(parts[1])
+    return names
+
+
+def _slo_word(verdict: Mapping[str, Any]) -> str:
+    met = verdict["met"]
+    return "no data" if met is None else ("met" if met else "missed")
+
+
+def _text_summary(summary: Mapping[str, Any]) -> str:
+    n = len(summary["replications"])
+    replicated = n > 1
+    view = _view(_nan_for_none(summary["kpis"]), n)
+
+    def show(key: str, kind: str) -> str:
+        return _fmt_stat(view.get(key), kind, replicated)
+
+    seeds = sorted(set(summary["seeds"]))
+    lines = [
+        f"{summary['name']}: {n} replication{'s' if replicated else ''} of "
+        f"{_fmt_duration(summary['horizon'])} simulated (seed {', '.join(map(str, seeds))}), "
+        f"{summary['runtime']['total_seconds']:.1f} s wall clock"
+        + (" -- mean ± 95 % half-width" if replicated else ""),
+        f"  throughput      {show('throughput', 'rate')} page requests",
+        f"  latency         p50 {show('latency.p50', 'ms')}   p95 {show('latency.p95', 'ms')}"
+        f"   p99 {show('latency.p99', 'ms')}",
+        f"  checkout p95    {show('checkout_latency.p95', 'ms')}",
+        f"  cache hit rate  {show('cache_hit_rate', 'pct')}",
+    ]
+    stations = _station_names(view)
+    for i, name in enumerate(stations):
+        head = "  utilisation     " if i == 0 else "                  "
+        lines.append(f"{head}{name:<18} {show(f'utilisation.{name}.utilisation', 'pct')}")
+    lines += [
+        f"  conversion      {show('conversion', 'pct')} of finished sessions; "
+        f"{show('orders_paid', 'count')} orders paid",
+        f"  revenue         {show('revenue_cents', 'money')}",
+    ]
+    for verdict in summary["slo"]:
+        kind = "pct" if verdict["name"] == "payment_success" else "ms"
+        value = _Stat(_number(verdict["value"]), _number(verdict["half_width"]), n)
+        lines.append(
+            f"  SLO {verdict['label'].lower():<22} {_fmt_stat(value, kind, replicated)} "
+            f"{verdict['comparison']} {_fmt_value(verdict['target'], kind)}: "
+            f"{_slo_word(verdict).upper()}"
+        )
+    audit = summary["audit"]
+    if audit["ok"]:
+        lines.append("  audit           ok")
+    else:
+        count = sum(len(r["violations"]) for r in audit["replications"])
+        lines.append(f"  audit           FAILED ({count} violations; see the report)")
+    if summary["requests_sampled"]:
+        lines.append(
+            f"  note            requests.csv holds a "
+            f"{summary['requests_sampling_fraction']:.1%} sample of "
+            f"{summary['requests_rows']:,} requests"
+        )
+    return "\n".join(lines)
+
+
+def format_summary(results: Sequence[RunResult]) -> str:
+    """Return the one-screen text summary of a run the command line prints.
+
+    Throughput, latency p50 / p95 / p99, checkout p95, cache hit rate, utilisation per station,
+    conversion, revenue in currency units, each SLO met or missed, and the audit verdict; with
+    several replications each figure is the mean ± the 95 % confidence half-width.
+    """
+    results = list(results)
+    _check_results(results)
+    return _text_summary(_build_summary(results))
+
+
+# --- figures ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plot:
+    file: str
+    caption: str
+    draw: Callable[[Mapping[str, Any], Mapping[str, pd.DataFrame]], Figure]
+
+
+def _time_kwargs(summary: Mapping[str, Any], frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    return {
+        "faults": frames["faults"],
+        "warmup": float(summary["warmup"]),
+        "horizon": float(summary["horizon"]),
+    }
+
+
+def _order_states(summary: Mapping[str, Any], frames: Mapping[str, pd.DataFrame]) -> Figure:
+    horizon, interval = float(summary["horizon"]), float(summary["interval"])
+    step = min(interval, horizon / 60.0)
+    times = np.append(np.arange(0.0, horizon, step), horizon)
+    states = plots.order_state_series(frames["orders"], frames["order_events"], times)
+    return plots.plot_order_states(states, **_time_kwargs(summary, frames))
+
+
+def _slo_target(summary: Mapping[str, Any], name: str) -> float | None:
+    return next((float(v["target"]) for v in summary["slo"] if v["name"] == name), None)
+
+
+_PLOTS = (
+    _Plot(
+        "throughput.png",
+        "Page requests completed per second in each interval; shaded bands and dashed lines mark "
+        "fault windows, the dotted line the end of the warm-up.",
+        lambda s, f: plots.plot_throughput(f["request_series"], **_time_kwargs(s, f)),
+    ),
+    _Plot(
+        "latency_percentiles.png",
+        "Median, p95 and p99 page response time per interval, against the p95 objective.",
+        lambda s, f: plots.plot_latency_percentiles(
+            f["request_series"], slo_p95=_slo_target(s, "page_p95"), **_time_kwargs(s, f)
+        ),
+    ),
+    _Plot(
+        "latency_by_page.png",
+        "Response time of each page (log scale): boxes span the quartiles, whiskers p5 to p95.",
+        lambda s, f: plots.plot_latency_by_page(f["requests"]),
+    ),
+    _Plot(
+        "stations.png",
+        "Time-weighted utilisation and mean queue length of every station per interval.",
+        lambda s, f: plots.plot_stations(f["stations"], **_time_kwargs(s, f)),
+    ),
+    _Plot(
+        "cache_hit_rate.png",
+        "Share of cache look-ups that hit, per interval: a flush or an outage shows as a dip.",
+        lambda s, f: plots.plot_cache_hit_rate(
+            f["cache"], interval=float(s["interval"]), **_time_kwargs(s, f)
+        ),
+    ),
+    _Plot(
+        "funnel.png",
+        "Conversion funnel: sessions started, then sessions that viewed a product, opened the "
+        "cart and reached checkout, then orders paid, delivered and returned.",
+        lambda s, f: plots.plot_funnel(f["funnel"]),
+    ),
+    _Plot(
+        "order_states.png",
+        "Orders in each state over time, from the order events (delivery takes days, so a short "
+        "run shows orders piling up in processing).",
+        _order_states,
+    ),
+    _Plot(
+        "payment_outcomes.png",
+        "Gateway calls per gateway by outcome; retries and failovers count as calls.",
+        lambda s, f: plots.plot_payment_outcomes(f["payments"]),
+    ),
+)
+
+
+def _one_replication(
+    frames: Mapping[str, pd.DataFrame], replication: int
+) -> dict[str, pd.DataFrame]:
+    picked = {}
+    for name, frame in frames.items():
+        if "replication" in frame.columns:
+            frame = frame[frame["replication"] == replication].drop(columns="replication")
+        picked[name] = frame.reset_index(drop=True)
+    return picked
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 72rem; padding: 0 1rem; color: #222; line-height: 1.4; }
+h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ccc; }
+.description { font-size: 1.1rem; color: #444; } .meta { color: #666; font-size: 0.9rem; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.92rem; }
+th, td { border-bottom: 1px solid #e2e2e2; padding: 0.25rem 0.7rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.met { color: #13702b; font-weight: 600; } .missed { color: #b3261e; font-weight: 600; }
+.nodata { color: #777; } .ok { color: #13702b; font-weight: 600; }
+.fail { color: #b3261e; font-weight: 600; } .note { color: #555; font-size: 0.9rem; }
+figure { margin: 1.5rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #444; font-size: 0.92rem; }
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]], css: str) -> str:
+    """Return an HTML table; each cell is ``(text, class)``; text is escaped here."""
+    out = [f'<table class="{css}"><thead><tr>']
+    out += [f"<th>{_e(h)}</th>" for h in head]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = "".join(
+            f'<td class="{c}">{_e(t)}</td>' if c else f"<td>{_e(t)}</td>" for t, c in row
+        )
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _kpi_table(summary: Mapping[str, Any], view: Mapping[str, _Stat], replicated: bool) -> str:
+    slos = {v["kpi"]: v for v in summary["slo"]}
+    rows = []
+    entries = list(_KPI_ROWS)
+    for name in _station_names(view):
+        entries.append((f"utilisation.{name}.utilisation", f"Utilisation: {name}", "pct"))
+        entries.append((f"utilisation.{name}.mean_queue", f"Mean queue: {name}", "number"))
+    for key, label, kind in entries:
+        if key not in view and key not in slos:
+            continue
+        verdict = slos.get(key)
+        target, word, css = "", "", ""
+        if verdict is not None:
+            target = f"{verdict['comparison']} {_fmt_value(verdict['target'], kind)}"
+            word = _slo_word(verdict)
+            css = {"met": "met", "missed": "missed"}.get(word, "nodata")
+            if verdict["interval_straddles_target"]:
+                word += " (interval straddles the objective)"
+        rows.append(
+            [
+                (label, ""),
+                (_fmt_stat(view.get(key), kind, replicated), "num"),
+                (target, ""),
+                (word, css),
+            ]
+        )
+    value_head = "mean ± 95 % half-width" if replicated else "value"
+    return _table(["KPI", value_head, "objective", "verdict"], rows, "kpis")
+
+
+def _page_table(view: Mapping[str, _Stat], replicated: bool) -> str:
+    pages = sorted({k.split(".")[1] for k in view if k.startswith("latency_by_page.")})
+    rows = []
+    for page in pages:
+        base = f"latency_by_page.{page}"
+        rows.append(
+            [
+                (page, ""),
+                (_fmt_stat(view.get(f"{base}.count"), "count", replicated), "num"),
+                *[
+                    (_fmt_stat(view.get(f"{base}.{p}"), "ms", replicated), "num")
+                    for p in ("p50", "p95", "p99")
+                ],
+            ]
+        )
+    return _table(["page", "requests", "p50", "p95", "p99"], rows, "pages")
+
+
+def _twin_table(twin: pd.DataFrame) -> str:
+    rows = []
+    for r in twin.itertuples(index=False):
+        rows.append(
+            [
+                (r.station, ""),
+                (f"{r.servers}", "num"),
+                (f"{r.arrival_rate:.4g}/s", "num"),
+                (_fmt_duration(r.mean_service), "num"),
+                (f"{r.rho:.3f}", "num"),
+                (f"{r.utilisation:.3f}", "num"),
+                (_fmt_duration(r.wait_simulated), "num"),
+                (_fmt_duration(r.wait_predicted), "num"),
+                (f"{r.queue_simulated:.3g}", "num"),
+                (f"{r.queue_predicted:.3g}" if math.isfinite(r.queue_predicted) else "n/a", "num"),
+                (r.model, ""),
+            ]
+        )
+    head = [
+        "station",
+        "servers c",
+        "arrivals λ",
+        "mean service S",
+        "\u03c1 = λS/c",
+        "utilisation (sim.)",
+        "mean wait (sim.)",
+        "mean wait (twin)",
+        "mean queue (sim.)",
+        "mean queue (twin)",
+        "twin model",
+    ]
+    return _table(head, rows, "twin")
+
+
+def _html(
+    summary: Mapping[str, Any],
+    twin: pd.DataFrame,
+    images: Sequence[tuple[_Plot, bytes]],
+) -> str:
+    n = len(summary["replications"])
+    replicated = n > 1
+    view = _view(_nan_for_none(summary["kpis"]), n)
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    name = summary["name"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(name)}: simulation report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Scenario: {_e(name)}</h1>",
+        f'<p class="description">{_e(summary["description"] or "(no description)")}</p>',
+        '<p class="meta">'
+        + _e(
+            f"{n} replication{'s' if replicated else ''} of {_fmt_duration(summary['horizon'])} "
+            f"simulated (warm-up {_fmt_duration(summary['warmup'])} excluded from the KPIs); "
+            f"seed{'s' if replicated else ''} {seeds}; ecommerce-sim {summary['version']}; "
+            f"{summary['runtime']['total_seconds']:.2f} s wall clock."
+        )
+        + "</p>",
+    ]
+    audit = summary["audit"]
+    parts.append('<section id="audit"><h2>Audit of the books</h2>')
+    if audit["ok"]:
+        parts.append(
+            '<p class="ok">Audit ok: stock, ledger, order states and coupon limits all '
+            "reconcile.</p>"
+        )
+    else:
+        parts.append('<p class="fail">Audit FAILED: the books do not reconcile.</p><ul>')
+        for rep in audit["replications"]:
+            for violation in rep["violations"][:50]:
+                parts.append(f"<li>replication {rep['replication']}: {_e(violation)}</li>")
+        parts.append("</ul>")
+    parts.append("</section>")
+    parts.append('<section id="kpis"><h2>Key figures and service-level objectives</h2>')
+    if replicated:
+        parts.append(
+            f'<p class="note">Each figure is the mean over {n} replications ± the half-width of '
+            "its 95 % Student-t confidence interval.</p>"
+        )
+    parts.append(_kpi_table(summary, view, replicated))
+    parts.append("</section>")
+    parts.append('<section id="pages"><h2>Response time per page</h2>')
+    parts.append(_page_table(view, replicated))
+    parts.append("</section>")
+    parts.append('<section id="stations"><h2>Stations beside the analytic twin</h2>')
+    parts.append(
+        '<p class="note">Over the whole run (warm-up included; replications pooled): '
+        "λ = arrivals / elapsed time, S = busy time / completions, \u03c1 = λS/c. "
+        "The twin predicts the steady-state mean wait in queue: Erlang C (M/M/c) where the "
+        "scenario's service distribution is exponential-like (scv within "
+        f"{SCV_TOLERANCE:g} of 1), otherwise the Allen-Cunneen M/G/c approximation, marked as "
+        "such. App service is the scenario's distribution times each page's factor, so its true "
+        "scv is somewhat above the one shown. Gateway and warehouse arrivals are not Poisson "
+        "(retries, order bursts) and a backlogged station never reaches steady state: read those "
+        "rows as rough guides.</p>"
+    )
+    parts.append(_twin_table(twin))
+    parts.append("</section>")
+    parts.append('<section id="plots"><h2>Plots</h2>')
+    if replicated:
+        parts.append(
+            f'<p class="note">The plots show replication {summary["plots_replication"]} '
+            f"(seed {summary['seeds'][0]}); the tables above cover all {n} replications.</p>"
+        )
+    for plot, png in images:
+        stem = plot.file.removesuffix(".png")
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<figure id="fig-{_e(stem)}"><a href="{_e(plot.file)}">'
+            f'<img src="data:image/png;base64,{data}" alt="{_e(plot.caption)}" '
+            f'data-file="{_e(plot.file)}"></a>'
+            f"<figcaption>{_e(plot.caption)}</figcaption></figure>"
+        )
+    parts.append("</section>")
+    parts.append('<section id="data"><h2>Data</h2>')
+    if summary["requests_sampled"]:
+        parts.append(
+            '<p class="note">requests.csv holds a uniform random sample of '
+            f"{summary['requests_sampling_fraction']:.2%} of the "
+            f"{summary['requests_rows']:,} requests (a fixed seed, so the same run writes the "
+            "same rows); the KPIs, the throughput and percentile series and the funnel were "
+            "computed from every request before sampling.</p>"
+        )
+    else:
+        parts.append(
+            f'<p class="note">requests.csv holds every request ({summary["requests_rows"]:,} '
+            "rows).</p>"
+        )
+    parts.append("<ul>")
+    for file in ["summary.json", *[f"{name}.csv" for name in FRAME_NAMES]]:
+        parts.append(f'<li><a href="{_e(file)}">{_e(file)}</a></li>')
+    parts.append("</ul></section></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# --- writing ------------------------------------------------------------------------------------
+def _render(
+    folder: Path, summary: Mapping[str, Any], frames: Mapping[str, pd.DataFrame]
+) -> ReportFiles:
+    """Draw the PNGs and report.html into ``folder`` from a summary and (CSV-equivalent) frames."""
+    shown = _one_replication(frames, int(summary["plots_replication"]))
+    images = []
+    pngs = []
+    for plot in _PLOTS:
+        figure = plot.draw(summary, shown)
+        path = folder / plot.file
+        figure.savefig(path, dpi=PLOT_DPI, metadata={"Software": None})
+        images.append((plot, path.read_bytes()))
+        pngs.append(path)
+    twin = station_twin(frames["station_stats"], summary["station_scv"])
+    page = folder / HTML_FILE
+    page.write_text(_html(summary, twin, images), encoding="utf-8")
+    return ReportFiles(
+        folder=folder,
+        summary=folder / SUMMARY_FILE,
+        html=page,
+        csvs=tuple(folder / f"{name}.csv" for name in FRAME_NAMES),
+        pngs=tuple(pngs),
+    )
+
+
+def _check_results(results: Sequence[RunResult]) -> None:
+    if not results:
+        raise ValueError("a report needs at least one run result, got none")
+    names = {r.scenario.name for r in results}
+    if len(names) > 1:
+        raise ValueError(f"a run report covers one scenario, got {sorted(names)}")
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: the report folder does not exist")
+
+
+def write_run_report(results: Sequence[RunResult], folder: Path) -> ReportFiles:
+    """Write a run's report into the existing ``folder`` and return the files written.
+
+    ``results`` are the replications of one scenario (the plots show the first). Files:
+    ``summary.json``, ``<frame>.csv`` for every name in :data:`FRAME_NAMES`, the PNG plots and
+    ``report.html``.
+    """
+    results = list(results)
+    _check_results(results)
+    folder = Path(folder)
+    _check_folder(folder)
+    frames = _combine(results)
+    total = len(frames["requests"])
+    frames["requests"], fraction = _sample_requests(frames["requests"])
+    summary = _build_summary(results, requests_rows=total, fraction=fraction)
+    for name in FRAME_NAMES:
+        frames[name].to_csv(folder / f"{name}.csv", index=False)
+    (folder / SUMMARY_FILE).write_text(
+        json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    return _render(folder, summary, frames)
+
+
+def rebuild_report(folder: Path) -> ReportFiles:
+    """Redraw the PNGs and report.html of a saved run folder from its summary.json and CSVs."""
+    folder = Path(folder)
+    _check_folder(folder)
+    path = folder / SUMMARY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; not a run folder")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if summary.get("format") != SUMMARY_FORMAT:
+        raise ValueError(f"{path}: unknown summary format {summary.get('format')!r}")
+    return _render(folder, summary, _read_frames(folder))
