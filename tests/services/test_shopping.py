@@ -442,8 +442,8 @@ def test_checkout_places_an_order_with_the_exact_breakdown(uow, policies, fill_c
 
 
 def test_checkout_of_an_empty_cart_raises(uow, policies):
-    with pytest.raises(NotFound, match=r"cart 'user-000001' not found"):
-        shopping.checkout(uow, ANN, 1.0, policies=policies)
+    with pytest.raises(EmptyCart, match="user user-000001: the cart is empty"):
+        shopping.checkout(uow, ANN, 1.0, policies=policies)  # no cart yet: nothing in it
     shopping.view_cart(uow, ANN, 1.0)
     with pytest.raises(EmptyCart, match="user user-000001: the cart is empty"):
         shopping.checkout(uow, ANN, 2.0, policies=policies)
