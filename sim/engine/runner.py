@@ -90,6 +90,7 @@ def run(
             progress(env.now, horizon)
     for station in world.stations.values():
         station.finalize(horizon)
+    world.close_open_sessions(horizon)
     frames = collect_frames(world)
     warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
     kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)

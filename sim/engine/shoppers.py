@@ -95,6 +95,7 @@ def session(world: World, sid: int) -> Generator[simpy.Event, Any, None]:
         sid, rng, world.streams.generator("session-service", sid), user_id, returning, index
     )
     start = env.now
+    world.open_sessions[sid] = (shopper, start)
     length = graph.session_length.sample(rng) if graph.session_length is not None else None
     state = graph.start
     reason = "exit"
@@ -107,6 +108,7 @@ def session(world: World, sid: int) -> Generator[simpy.Event, Any, None]:
         state = graph.next_state(state, rng.random())
         if state == graph.exit:
             break
+    del world.open_sessions[sid]
     world.recorder.sessions.append(
         sid, shopper.user_id, start, env.now, shopper.pages, returning, shopper.orders, reason
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import simpy
@@ -95,6 +96,22 @@ class World:
     stations: dict[str, Station] = field(default_factory=dict)
     warehouse_outages: dict[str, tuple[int, simpy.Event]] = field(default_factory=dict)
     warehouse_names: list[str] = field(default_factory=list)
+    open_sessions: dict[int, tuple[Any, float]] = field(default_factory=dict)
+
+    def close_open_sessions(self, horizon: float) -> None:
+        """Record every session still walking at the horizon, as ``in_flight``."""
+        for sid, (shopper, start) in sorted(self.open_sessions.items()):
+            self.recorder.sessions.append(
+                sid,
+                shopper.user_id,
+                start,
+                horizon,
+                shopper.pages,
+                shopper.returning,
+                shopper.orders,
+                "in_flight",
+            )
+        self.open_sessions.clear()
 
     def pick_product(self, u: float) -> str:
         """Return the SKU at popularity quantile ``u`` (Zipf over the catalog's ranks)."""

@@ -119,10 +119,10 @@ def _number(value: Any) -> float:
 
 # --- frames -------------------------------------------------------------------------------------
 def _complete_faults(recorded: pd.DataFrame, scenario: Scenario, horizon: float) -> pd.DataFrame:
-    """Return the fault windows, adding those still open at the horizon (cut at the horizon).
+    """Return the fault windows as they fell within the run: every end cut at the horizon.
 
-    The engine records a window when it ends, so a fault that outlasts the run is missing from
-    ``frames["faults"]``; the scenario says when it began.
+    A fault of the scenario that began before the horizon but is missing from the recorded
+    windows (an engine that records a window only when it closes) is added from the scenario.
     """
     rows = recorded[["kind", "target", "start", "end"]].to_dict("records")
     seen = {(str(r["kind"]), str(r["target"]), float(r["start"])) for r in rows}
@@ -134,6 +134,7 @@ def _complete_faults(recorded: pd.DataFrame, scenario: Scenario, horizon: float)
         end = min(start + float(getattr(fault, "duration", 0.0)), horizon)
         rows.append({"kind": fault.kind, "target": target, "start": start, "end": end})
     frame = pd.DataFrame(rows, columns=["kind", "target", "start", "end"])
+    frame["end"] = frame["end"].astype(float).clip(upper=horizon)
     return frame.sort_values(["start", "kind"], kind="stable").reset_index(drop=True)
 
 
@@ -309,6 +310,7 @@ def _slo_verdicts(scenario: Scenario, view: Mapping[str, _Stat]) -> list[dict[st
                 "target": target,
                 "value": stat.mean,
                 "half_width": stat.half_width,
+                "n": stat.n,
                 "met": met,
                 "interval_straddles_target": straddles,
             }
@@ -446,11 +448,19 @@ def _fmt_stat(stat: _Stat | None, kind: str, replicated: bool) -> str:
 def _fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "n/a"
+    if 0.0 < seconds < 1e-6:
+        return "< 0.001 ms"
     if seconds < 1.0:
         return f"{seconds * 1000.0:.3g} ms"
     if seconds < 120.0:
         return f"{seconds:.3g} s"
     return f"{seconds / 60.0:.3g} min"
+
+
+def _fmt_queue(length: float) -> str:
+    if not math.isfinite(length):
+        return "n/a"
+    return "< 0.0001" if 0.0 < length < 1e-4 else f"{length:.3g}"
 
 
 _KPI_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -463,7 +473,7 @@ _KPI_ROWS: tuple[tuple[str, str, str], ...] = (
     ("checkout_latency.p50", "Checkout response p50", "ms"),
     ("checkout_latency.p95", "Checkout response p95", "ms"),
     ("cache_hit_rate", "Cache hit rate", "pct"),
-    ("conversion", "Conversion (finished sessions with an order)", "pct"),
+    ("conversion", "Conversion (sessions with a paid order)", "pct"),
     ("sessions", "Sessions finished", "count"),
     ("page_views", "Page views", "count"),
     ("checkouts", "Checkouts", "count"),
@@ -523,17 +533,18 @@ def _text_summary(summary: Mapping[str, Any]) -> str:
         head = "  utilisation     " if i == 0 else "                  "
         lines.append(f"{head}{name:<18} {show(f'utilisation.{name}.utilisation', 'pct')}")
     lines += [
-        f"  conversion      {show('conversion', 'pct')} of finished sessions; "
+        f"  conversion      {show('conversion', 'pct')} of sessions; "
         f"{show('orders_paid', 'count')} orders paid",
         f"  revenue         {show('revenue_cents', 'money')}",
     ]
     for verdict in summary["slo"]:
         kind = "pct" if verdict["name"] == "payment_success" else "ms"
-        value = _Stat(_number(verdict["value"]), _number(verdict["half_width"]), n)
+        value = _Stat(_number(verdict["value"]), _number(verdict["half_width"]), verdict["n"])
         lines.append(
             f"  SLO {verdict['label'].lower():<22} {_fmt_stat(value, kind, replicated)} "
             f"{verdict['comparison']} {_fmt_value(verdict['target'], kind)}: "
             f"{_slo_word(verdict).upper()}"
+            + (" (interval straddles it)" if verdict["interval_straddles_target"] else "")
         )
     audit = summary["audit"]
     if audit["ok"]:
@@ -748,8 +759,8 @@ def _twin_table(twin: pd.DataFrame) -> str:
                 (f"{r.utilisation:.3f}", "num"),
                 (_fmt_duration(r.wait_simulated), "num"),
                 (_fmt_duration(r.wait_predicted), "num"),
-                (f"{r.queue_simulated:.3g}", "num"),
-                (f"{r.queue_predicted:.3g}" if math.isfinite(r.queue_predicted) else "n/a", "num"),
+                (_fmt_queue(r.queue_simulated), "num"),
+                (_fmt_queue(r.queue_predicted), "num"),
                 (r.model, ""),
             ]
         )

@@ -433,3 +433,16 @@ def test_kpis_of_a_run_without_sessions():
     assert kpis["orders_by_state"] == {} and kpis["payment_outcomes"] == {}
     assert kpis["revenue_cents"] == 0
     assert isinstance(result.frames["sessions"], pd.DataFrame)
+
+
+def test_sessions_still_walking_at_the_horizon_are_reported_in_flight():
+    from sim import load_scenario, run
+
+    result = run(load_scenario("scenarios/smoke.yaml"))
+    sessions = result.frames["sessions"]
+    requests = result.frames["requests"]
+    assert set(requests["session"]) <= set(sessions["session"])  # every session is reported
+    in_flight = sessions[sessions["end_reason"] == "in_flight"]
+    assert len(in_flight) > 0
+    assert (in_flight["end"] == result.scenario.horizon).all()
+    assert sessions["session"].is_unique
