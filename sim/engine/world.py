@@ -282,6 +282,8 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
         rate_steps = [(0.0, sc.arrivals.rate)]
     else:
         rate_steps = []  # a closed population only
+    if not any(rate > 0 for _, rate in rate_steps):
+        rate_steps = []  # no open arrivals at all (a schedule of zero rates)
 
     world = World(
         env=env,
