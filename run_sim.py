@@ -2,4 +2,5 @@
 
 from sim.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes re-import this file; only the parent runs
+    raise SystemExit(main())

@@ -3,7 +3,9 @@
 The public API: ``load_scenario(path, overrides)`` reads and validates a YAML scenario;
 ``run(scenario, seed)`` simulates it once and returns a :class:`RunResult` whose
 ``frames`` are pandas DataFrames and whose ``kpis`` summarise them; ``run_many`` runs
-replications. They load lazily, so ``import sim.domain`` stays standard-library only.
+replications; ``compare`` runs what-if variants with common random numbers; ``plan``
+finds the smallest capacity that meets the service-level objectives. They load lazily,
+so ``import sim.domain`` stays standard-library only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ _EXPORTS = {
     "RunResult": "sim.engine.runner",
     "run": "sim.engine.runner",
     "run_many": "sim.analysis.compare",
+    "compare": "sim.analysis.compare",
+    "Comparison": "sim.analysis.compare",
+    "plan": "sim.analysis.plan",
+    "Plan": "sim.analysis.plan",
     "Scenario": "sim.scenario",
     "ScenarioError": "sim.scenario",
     "load_scenario": "sim.scenario",

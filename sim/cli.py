@@ -1,25 +1,54 @@
 """The command line: argparse subcommands; the only place that prints, exits or picks folders.
 
 Exit status: 0 done, 2 bad input (one clear message, nothing written), 3 the end-of-run
-audit found a broken rule (the report is written and names it), 130 interrupted.
+audit found a broken rule (the report is written and names it), 4 ``plan`` found no capacity
+in its range that meets every objective (the report is written), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sim import __version__
-from sim.analysis.compare import run_many
+from sim.analysis.compare import (
+    DEFAULT_MAX_REPLICATIONS,
+    DEFAULT_PRECISION_KPIS,
+    UnknownKpi,
+    compare,
+    parse_vary,
+    run_many,
+    scenario_variants,
+)
+from sim.analysis.executors import EXECUTORS, Executor, ExecutorError, make_executor
+from sim.analysis.plan import (
+    DEFAULT_UPPER,
+    Evaluation,
+    Plan,
+    Slo,
+    capacity_value,
+    parse_slo,
+    plan,
+    scenario_slos,
+)
 from sim.engine.runner import RunResult
+from sim.reporting.compare_report import (
+    format_comparison,
+    format_plan,
+    write_comparison_report,
+    write_plan_report,
+)
 from sim.reporting.report import format_summary, rebuild_report, write_run_report
-from sim.scenario import Scenario, ScenarioError, load_scenario
+from sim.scenario import Scenario, ScenarioError, apply_overrides, load_scenario, parse_scenario
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = PROJECT_ROOT / "scenarios"
@@ -30,6 +59,11 @@ REPORTS = Path("reports")
 """Where run folders go unless ``--out`` says otherwise (relative to the working directory)."""
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_AUDIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_NO_PLAN = 4
+"""``plan`` found no capacity in its range meeting every objective (the report is written)."""
+
+WHATIF_REPLICATIONS = 5
+"""``compare`` and ``plan`` run at least this many replications unless told otherwise."""
 
 
 class UsageError(Exception):
@@ -62,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replications", type=int, help="independent replications")
     run.add_argument("--out", type=Path, help="the report folder (default: reports/NAME/RUN-ID)")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    _add_executor_options(run, default="in-process")
     run.set_defaults(handler=cmd_run)
+    _add_compare_parser(commands)
+    _add_plan_parser(commands)
 
     validate = commands.add_parser("validate", help="check scenario files and list every problem")
     validate.add_argument("scenarios", type=Path, nargs="+", metavar="SCENARIO")
@@ -91,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except UsageError as exc:
+    except (UsageError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -102,16 +139,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate a scenario (with replications) and write its report folder."""
-    scenario = load_scenario(args.scenario, args.overrides)
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    overrides = [*args.overrides, *([f"seed={args.seed}"] if args.seed is not None else [])]
+    scenario = load_scenario(args.scenario, overrides)  # the saved scenario names the seed used
     replications = args.replications if args.replications is not None else scenario.replications
     if replications < 1:
         raise UsageError(f"--replications must be >= 1, got {replications}")
-    seed = scenario.seed if args.seed is None else args.seed
-    if seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {seed}")
+    seed = scenario.seed
     final = args.out if args.out is not None else _run_folder(scenario, seed)
-    with _progress(scenario, replications, quiet=args.quiet) as progress:
-        results = run_many(scenario, replications, seed=seed, progress=progress)
+    _out_is_usable(final)
+    with (
+        _open_executor(args, replications, only_if_asked=True) as executor,
+        _progress(scenario, replications, quiet=args.quiet) as progress,
+    ):
+        results = run_many(scenario, replications, seed=seed, progress=progress, executor=executor)
     with _staged(final) as staging:
         write_run_report(results, staging)
     if not args.quiet:
@@ -226,6 +268,350 @@ def cmd_report(args: argparse.Namespace) -> int:
     folder: Path = args.run_dir
     if not (folder / "summary.json").is_file():
         raise UsageError(f"{folder}: not a run folder (no summary.json)")
-    files = rebuild_report(folder)
-    print(f"report: {files.html}")
+    with _staged(folder) as staging:  # rebuilt beside it, swapped in only when complete
+        shutil.copytree(folder, staging, dirs_exist_ok=True)
+        try:
+            files = rebuild_report(staging)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{folder / 'summary.json'}: not valid JSON: {exc}") from None
+        except (OSError, ValueError, KeyError) as exc:  # a missing CSV, a summary missing keys
+            raise UsageError(f"{folder}: cannot rebuild the report: {exc}") from None
+    print(f"report: {folder / files.html.name}")
     return EXIT_OK
+
+
+# --- executors (run, compare, plan) ---------------------------------------------------------------
+def _add_executor_options(parser: argparse.ArgumentParser, *, default: str) -> None:
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="processes for the local pool (default: the CPUs available)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help=f"where runs execute (default: {default})",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="a running Dask scheduler (implies --executor dask; needs the cluster extra)",
+    )
+
+
+@contextmanager
+def _open_executor(
+    args: argparse.Namespace, runs: int, *, only_if_asked: bool = False
+) -> Iterator[Executor | None]:
+    """Yield the executor the options ask for (None for ``run`` without any), then close it."""
+    if only_if_asked and args.jobs is None and args.executor is None and args.scheduler is None:
+        yield None
+        return
+    executor = make_executor(args.executor, jobs=args.jobs, scheduler=args.scheduler, runs=runs)
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+@contextmanager
+def _count_progress(desc: str, *, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield a ``progress(done, total)`` callback drawing a bar of runs, or None when quiet."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="run", desc=desc, file=sys.stderr, leave=False) as bar:
+
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        yield update
+
+
+def _whatif_folder(name: str, kind: str, seed: int) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = REPORTS / name / f"{kind}-{stamp}-seed{seed}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def _add_replication_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of every scenario before validation",
+    )
+    parser.add_argument("--seed", type=int, help="the root seed (default: the first scenario's)")
+    parser.add_argument(
+        "--replications",
+        type=int,
+        help=f"replications per variant (default: the scenario's, at least {WHATIF_REPLICATIONS})",
+    )
+    parser.add_argument(
+        "--precision",
+        type=float,
+        metavar="P",
+        help="add replications until each watched KPI's 95 %% half-width is within P of its mean "
+        "(e.g. 0.05)",
+    )
+    parser.add_argument(
+        "--max-replications",
+        type=int,
+        default=DEFAULT_MAX_REPLICATIONS,
+        metavar="N",
+        help=f"the cap under --precision (default {DEFAULT_MAX_REPLICATIONS})",
+    )
+    parser.add_argument("--out", type=Path, help="the report folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    _add_executor_options(parser, default="a process pool of --jobs processes")
+
+
+def _add_compare_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "compare",
+        help="what-if variants with common random numbers and paired differences",
+        description=(
+            "Run what-if variants with common random numbers: one scenario with --vary (one "
+            "variant per value, the grid of several --vary), or several scenario files. The first "
+            "variant is the baseline of the paired differences."
+        ),
+    )
+    parser.add_argument("scenarios", type=Path, nargs="+", metavar="SCENARIO")
+    parser.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one variant per value, e.g. --vary stations.app.servers=8,12,16,24",
+    )
+    parser.add_argument(
+        "--precision-kpi",
+        dest="precision_kpis",
+        action="append",
+        metavar="KPI",
+        help="a KPI --precision watches (repeatable; default: "
+        + ", ".join(DEFAULT_PRECISION_KPIS)
+        + ")",
+    )
+    _add_replication_options(parser)
+    parser.set_defaults(handler=cmd_compare)
+
+
+def _add_plan_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "plan",
+        help="the smallest capacity that meets every SLO with 95 %% confidence",
+        description=(
+            "Find the smallest value of an integer capacity (--size) whose every objective "
+            "(--slo) is met with 95 %% confidence, by a search seeded by the analytic twin."
+        ),
+    )
+    parser.add_argument("scenario", type=Path, metavar="SCENARIO")
+    parser.add_argument(
+        "--size",
+        required=True,
+        metavar="KEY",
+        help="the capacity to size, e.g. stations.app.servers or stations.database.pool",
+    )
+    parser.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="NAME<=VALUE",
+        help="an objective, e.g. page_p95<=100ms, checkout_p95<=2s, payment_success>=0.97, "
+        "app_wait<=5ms (default: the scenario's slo section)",
+    )
+    parser.add_argument("--min", dest="lower", type=int, default=1, help="smallest value to try")
+    parser.add_argument(
+        "--max",
+        dest="upper",
+        type=int,
+        default=DEFAULT_UPPER,
+        help=f"largest value to try (default {DEFAULT_UPPER})",
+    )
+    _add_replication_options(parser)
+    parser.set_defaults(handler=cmd_plan)
+
+
+def _replication_settings(args: argparse.Namespace, scenario: Scenario) -> tuple[int, int]:
+    """Check the shared options; return (replications, seed)."""
+    replications = (
+        args.replications
+        if args.replications is not None
+        else max(scenario.replications, WHATIF_REPLICATIONS)
+    )
+    if replications < 2:
+        raise UsageError(f"--replications must be >= 2 for a 95 % interval, got {replications}")
+    if args.precision is not None:
+        if not 0.0 < args.precision < 1.0:
+            raise UsageError(f"--precision must be in (0, 1), e.g. 0.05; got {args.precision}")
+        if args.max_replications < replications:
+            raise UsageError(
+                f"--max-replications ({args.max_replications}) must be >= --replications "
+                f"({replications})"
+            )
+    seed = scenario.seed if args.seed is None else args.seed
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    return replications, seed
+
+
+def _out_is_usable(final: Path) -> None:
+    """Refuse, before anything runs, an output folder that cannot be written or replaced.
+
+    An existing folder is replaced only if it holds an earlier report (its summary.json):
+    ``--out ~`` must never wipe a user's files.
+    """
+    if final.exists():
+        if not final.is_dir():
+            raise UsageError(f"--out {final}: exists and is not a folder")
+        if any(final.iterdir()) and not (final / "summary.json").is_file():
+            raise UsageError(
+                f"--out {final}: exists and is not a report folder; refusing to overwrite it"
+            )
+    ancestor = final.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {final}: {ancestor} is a file, not a folder")
+
+
+# --- compare -------------------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run what-if variants with common random numbers and write the comparison's folder."""
+    try:
+        vary = [parse_vary(text) for text in args.vary]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if len(args.scenarios) == 1 and not vary:
+        raise UsageError(
+            "compare needs --vary KEY=V1,V2,... or two or more scenario files to compare"
+        )
+    try:
+        variants = scenario_variants(args.scenarios, vary, args.overrides)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if len(variants) < 2:
+        raise UsageError(
+            f"compare needs at least two variants, got one ({variants[0].label}); "
+            "give --vary two or more values"
+        )
+    replications, seed = _replication_settings(args, variants[0].scenario)
+    first = variants[0].scenario
+    final = args.out if args.out is not None else _whatif_folder(first.name, "compare", seed)
+    _out_is_usable(final)
+    started = time.perf_counter()
+    runs = len(variants) * replications
+    with (
+        _open_executor(args, runs) as executor,
+        _count_progress(f"compare x{len(variants)}", quiet=args.quiet) as progress,
+    ):
+        try:
+            comparison = compare(
+                variants,
+                replications,
+                seed=seed,
+                executor=executor,
+                precision=args.precision,
+                precision_kpis=args.precision_kpis or DEFAULT_PRECISION_KPIS,
+                max_replications=args.max_replications,
+                progress=progress,
+            )
+        except UnknownKpi as exc:
+            raise UsageError(str(exc)) from None
+    wall = time.perf_counter() - started
+    with _staged(final) as staging:
+        write_comparison_report(comparison, staging, wall_seconds=wall)
+    if not args.quiet:
+        print(format_comparison(comparison))
+        print(f"report: {final / 'report.html'}")
+    return _whatif_audit(comparison.violations())
+
+
+def _whatif_audit(violations: list[tuple[str, int, str]]) -> int:
+    for label, replication, text in violations[:20]:
+        print(f"AUDIT FAILED ({label}, replication {replication}): {text}", file=sys.stderr)
+    return EXIT_AUDIT_FAILED if violations else EXIT_OK
+
+
+# --- plan ----------------------------------------------------------------------------------------
+def _check_bounds(scenario: Scenario, parameter: str, lower: int, upper: int) -> None:
+    if not 1 <= lower <= upper:
+        raise UsageError(f"need 1 <= --min <= --max, got --min {lower} --max {upper}")
+    data = scenario.to_data()
+    for value in (lower, upper):
+        parse_scenario(apply_overrides(data, {parameter: value}), f"<{parameter}={value}>")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Search for the smallest capacity meeting every SLO and write the plan's folder."""
+    scenario = load_scenario(args.scenario, args.overrides)
+    try:
+        slos: list[Slo] = [parse_slo(text) for text in args.slo] or scenario_slos(scenario)
+        capacity_value(scenario, args.size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    names = [s.name for s in slos]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--slo names {sorted(n for n in names if names.count(n) > 1)[0]} twice")
+    _check_bounds(scenario, args.size, args.lower, args.upper)
+    replications, seed = _replication_settings(args, scenario)
+    final = args.out if args.out is not None else _whatif_folder(scenario.name, "plan", seed)
+    _out_is_usable(final)
+    started = time.perf_counter()
+
+    def report(evaluation: Evaluation) -> None:
+        if not args.quiet:
+            verdict = "met" if evaluation.all_met else "not met"
+            print(f"  {args.size}={evaluation.capacity}: {verdict}", file=sys.stderr)
+
+    with (
+        _open_executor(args, replications) as executor,
+        _count_progress(f"plan {args.size}", quiet=args.quiet) as progress,
+    ):
+        try:
+            result: Plan = plan(
+                scenario,
+                args.size,
+                slos,
+                replications,
+                seed=seed,
+                executor=executor,
+                lower=args.lower,
+                upper=args.upper,
+                precision=args.precision,
+                max_replications=args.max_replications,
+                progress=progress,
+                on_evaluation=report,
+            )
+        except UnknownKpi as exc:
+            raise UsageError(str(exc)) from None
+    wall = time.perf_counter() - started
+    with _staged(final) as staging:
+        write_plan_report(result, staging, wall_seconds=wall)
+    if not args.quiet:
+        print(format_plan(result))
+        print(f"report: {final / 'report.html'}")
+    violations = [
+        (f"{args.size}={e.capacity}", s.replication, v)
+        for e in result.evaluations
+        for s in e.summaries
+        for v in s.violations
+    ]
+    status = _whatif_audit(violations)
+    if status == EXIT_OK and result.answer is None:
+        return EXIT_NO_PLAN
+    return status

@@ -6,6 +6,9 @@
   the same as :func:`sim.engine.metrics.latency_summary`), NaN for no data.
 - :func:`flatten_numeric` -- a nested KPI dict as ``{"latency.p95": 0.07, ...}``.
 - :func:`summarize_replications` -- per-replication KPI dicts to a :class:`MeanCI` per KPI.
+- :func:`mser` -- MSER-5 warm-up deletion: where to cut an output series' initial transient.
+- :func:`relative_half_width`, :func:`replications_needed`, :func:`precise_enough` --
+  sequential stopping: add replications until every relative half-width is small enough.
 """
 
 from __future__ import annotations
@@ -20,11 +23,18 @@ import numpy as np
 from scipy import stats as _scipy_stats
 
 __all__ = [
+    "MSER_BATCH",
+    "MSER_MAX_FRACTION",
     "MeanCI",
+    "Truncation",
     "flatten_numeric",
     "mean_ci",
+    "mser",
     "percentile",
     "percentiles",
+    "precise_enough",
+    "relative_half_width",
+    "replications_needed",
     "summarize_replications",
 ]
 
@@ -136,3 +146,109 @@ def summarize_replications(
         finite = [v for v in sample if math.isfinite(v)]
         result[key] = mean_ci(finite, confidence) if finite else MeanCI(NAN, NAN, NAN, NAN, 0)
     return result
+
+
+# --- warm-up deletion: MSER-5 -------------------------------------------------------------------
+
+MSER_BATCH = 5
+"""Observations per batch mean in MSER-5."""
+
+MSER_MAX_FRACTION = 0.5
+"""MSER looks for the cut in the first half of the series only (White, 1997)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """Where MSER cuts a series: delete the first ``cut`` observations.
+
+    ``batches`` batch means of ``batch_size`` observations are deleted (``cut = batches *
+    batch_size``); ``statistic`` is the minimised MSER value; ``at_limit`` is True when the
+    minimum fell on the last allowed cut (half the series): the series may not have settled,
+    so the cut is a lower bound and a longer horizon is advisable.
+    """
+
+    cut: int
+    batches: int
+    batch_size: int
+    statistic: float
+    at_limit: bool
+
+
+def mser(
+    values: Iterable[float],
+    batch_size: int = MSER_BATCH,
+    max_fraction: float = MSER_MAX_FRACTION,
+) -> Truncation:
+    """Return the MSER truncation point of an output series (MSER-5 with the default batch).
+
+    The series is cut into ``k`` batch means ``z_1..z_k`` of ``batch_size`` observations (a
+    trailing partial batch is dropped). For ``d = 0 .. floor(k * max_fraction)`` deleted
+    batches, ``MSER(d) = sum_{j > d} (z_j - mean(z_{d+1..k}))^2 / (k - d)^2``: the squared
+    standard error of the mean of what is kept. The cut is the ``d`` that minimises it (the
+    smallest on a tie), in observations. Fewer than four batches give no cut. Raises
+    ``ValueError`` for a non-finite value, a batch size below 1 or a fraction outside (0, 1).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not 0.0 < max_fraction < 1.0:
+        raise ValueError(f"max_fraction must be in (0, 1), got {max_fraction!r}")
+    array = _as_array(values)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"mser needs finite values, got {array[~np.isfinite(array)][:3]}")
+    k = array.size // batch_size
+    if k < 4:
+        return Truncation(0, 0, batch_size, NAN, False)
+    raw = array[: k * batch_size].reshape(k, batch_size).mean(axis=1)
+    z = raw - raw.mean()  # centred: the sums below cancel less
+    limit = min(int(k * max_fraction), k - 2)
+    # Suffix sums over z[d:], for d = 0..limit; a spread within rounding error of the raw
+    # values' size (a constant series whose batch means differ in the last bit) counts as 0.
+    s1 = np.cumsum(z[::-1])[::-1][: limit + 1]
+    s2 = np.cumsum((z * z)[::-1])[::-1][: limit + 1]
+    scale = np.cumsum((raw * raw)[::-1])[::-1][: limit + 1]
+    kept = k - np.arange(limit + 1, dtype=float)
+    sse = s2 - s1 * s1 / kept
+    sse = np.where(sse > 1e-20 * scale, sse, 0.0)
+    statistic = sse / (kept * kept)
+    best = int(np.argmin(statistic))
+    return Truncation(best * batch_size, best, batch_size, float(statistic[best]), best == limit)
+
+
+# --- sequential stopping ------------------------------------------------------------------------
+
+
+def relative_half_width(ci: MeanCI) -> float:
+    """Return ``half_width / |mean|``: 0 for an exact (zero-width) interval, inf if undefined.
+
+    NaN half-widths (fewer than two values) and a zero mean with a positive half-width give
+    ``inf``: such an estimate is never precise enough.
+    """
+    if not (math.isfinite(ci.half_width) and math.isfinite(ci.mean)):
+        return math.inf
+    if ci.half_width == 0.0:
+        return 0.0
+    return math.inf if ci.mean == 0.0 else ci.half_width / abs(ci.mean)
+
+
+def replications_needed(ci: MeanCI, precision: float) -> int:
+    """Return how many replications should bring the relative half-width down to ``precision``.
+
+    The half-width shrinks like ``1 / sqrt(n)``, so ``n* = ceil(n (r / precision)^2)`` where
+    ``r`` is :func:`relative_half_width` now (Law, *Simulation Modeling and Analysis*, 9.4.1).
+    At least ``ci.n``; ``n + 1`` when ``r`` is infinite (no spread estimate yet, or a zero
+    mean), so that a caller adds one replication at a time. Raises ``ValueError`` for a
+    precision outside (0, 1).
+    """
+    if not 0.0 < precision < 1.0:
+        raise ValueError(f"precision must be in (0, 1), got {precision!r}")
+    r = relative_half_width(ci)
+    if math.isinf(r):
+        return ci.n + 1
+    if r <= precision:
+        return ci.n
+    return max(ci.n + 1, math.ceil(ci.n * (r / precision) ** 2 - 1e-9))
+
+
+def precise_enough(cis: Iterable[MeanCI], precision: float) -> bool:
+    """Return True when every interval's relative half-width is at most ``precision``."""
+    return all(relative_half_width(ci) <= precision for ci in cis)

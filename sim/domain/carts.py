@@ -14,7 +14,8 @@ share of one line (:meth:`LinePrice.refund_for`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sim.domain.coupons import Coupon
 from sim.domain.errors import (
@@ -59,6 +60,16 @@ class Cart(EventSource):
     abandoned_count: int = 0
     recovered_count: int = 0
     events: list[DomainEvent] = events_field()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Cart:
+        """Copy cheaply for the unit of work's snapshot: only the containers are mutable."""
+        # Keep in step with the fields: every mutable container must be copied here.
+        return replace(
+            self,
+            lines=dict(self.lines),
+            coupon_codes=list(self.coupon_codes),
+            events=list(self.events),
+        )
 
     @classmethod
     def create(cls, user_id: str, now: float) -> Cart:

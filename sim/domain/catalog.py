@@ -20,9 +20,11 @@ from __future__ import annotations
 import heapq
 import re
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
+from operator import neg
+from types import MappingProxyType
 from typing import Any
 
 from sim.domain.errors import CategoryCycle, InvalidProduct, InvalidValue
@@ -508,17 +510,22 @@ class CatalogIndex:
         self,
         query: SearchQuery,
         in_stock: Callable[[str], bool] | None = None,
-        sales: Callable[[str], int] | None = None,
+        sales: Callable[[str], int] | Mapping[str, int] | None = None,
+        *,
+        sold_out: Set[str] | None = None,
     ) -> SearchPage:
         """Return the page of products matching ``query``, sorted; ties are broken by SKU.
 
-        ``in_stock`` says whether a SKU can be bought (needed when ``in_stock_only``);
-        ``sales`` gives units sold for the ``best_selling`` sort (without it that sort is by
-        SKU). The smallest candidate set among the text postings, the category and the price
-        range is enumerated; the other criteria are checked per candidate.
+        ``in_stock`` says whether a SKU can be bought, or ``sold_out`` is the set of SKUs that
+        cannot (one of them is needed when ``in_stock_only``; the set is checked without a
+        Python call per candidate). ``sales`` gives units sold for the ``best_selling`` sort,
+        as a function or a mapping SKU -> units (missing SKUs sold 0; a mapping ranks the
+        candidates without a Python call each); without it that sort is by SKU. The smallest
+        candidate set among the text postings, the category and the price range is
+        enumerated; the other criteria are checked per candidate.
         """
-        if query.in_stock_only and in_stock is None:
-            raise InvalidValue("in_stock_only needs an in_stock function")
+        if query.in_stock_only and in_stock is None and sold_out is None:
+            raise InvalidValue("in_stock_only needs an in_stock function or a sold_out set")
         views = self._views
         postings: list[dict[str, int]] = []
         for term in query.terms():
@@ -563,13 +570,15 @@ class CatalogIndex:
         # Filter the base by the other criteria.
         others = postings if base_kind != "text" else []
         check_cats = cats if base_kind != "category" else None
-        stock = in_stock if query.in_stock_only else None
+        stock = in_stock if query.in_stock_only and sold_out is None else None
         if base_kind == "price":
             low = high = None  # the base is the price range already
         if others or check_cats is not None or stock is not None or (low, high) != (None, None):
             matches = self._filter(base, others, check_cats, low, high, stock)
         else:
             matches = list(base)
+        if query.in_stock_only and sold_out is not None and sold_out:
+            matches = [sku for sku in matches if sku not in sold_out]
 
         # Sort only as much as the requested page needs.
         total = len(matches)
@@ -579,6 +588,9 @@ class CatalogIndex:
         pages = -(-total // size)
         if first >= total:
             return SearchPage((), total, query.page, pages)
+        if query.sort == "best_selling" and isinstance(sales, Mapping):
+            ordered = _best_selling(matches, sales, end)
+            return SearchPage(tuple(ordered[first:end]), total, query.page, pages)
         key = self._sort_key(query.sort, postings, sales, base_kind)
         if key is _KEEP_ORDER:
             ordered = matches
@@ -624,7 +636,7 @@ class CatalogIndex:
         self,
         sort: str,
         postings: list[dict[str, int]],
-        sales: Callable[[str], int] | None,
+        sales: Callable[[str], int] | Mapping[str, int] | None,
         base_kind: str,
     ) -> Any:
         views = self._views
@@ -647,7 +659,27 @@ class CatalogIndex:
             return lambda s: (-views[s].created_at, s)
         if sales is None:  # best_selling with no sales figures
             return _SKU_ORDER
+        assert callable(sales)  # a mapping is ranked in search()
         return lambda s: (-sales(s), s)
+
+
+def _best_selling(matches: list[str], sales: Mapping[str, int], end: int) -> list[str]:
+    """Return the first ``end`` of ``matches`` by (-units sold, sku); SKUs not in ``sales`` sold 0.
+
+    Only the SKUs with sales are ranked by their units (two C-level sorts: by SKU, then a
+    stable sort by units, descending); the unsold follow in SKU order. A mapping that holds
+    units <= 0 is ranked the plain way.
+    """
+    sold = sales.keys() & matches
+    if sold and min(map(sales.__getitem__, sold)) <= 0:
+        decorated = sorted(zip(map(neg, map(sales.get, matches, repeat(0))), matches, strict=True))
+        return [sku for _, sku in decorated[:end]]
+    ranked = sorted(sold)
+    ranked.sort(key=sales.__getitem__, reverse=True)  # stable: SKU order within equal units
+    if len(ranked) < end:
+        unsold = set(matches) - sold
+        ranked.extend(heapq.nsmallest(end - len(ranked), unsold) if unsold else ())
+    return ranked[:end]
 
 
 # --- recommendations (read model) ------------------------------------------------------------
@@ -674,6 +706,14 @@ class Recommender:
     def sales(self, sku: str) -> int:
         """Return how many recorded orders contained the SKU."""
         return self._sales.get(sku, 0)
+
+    @property
+    def sales_table(self) -> Mapping[str, int]:
+        """Return a live read-only view SKU -> orders containing it (SKUs never sold absent).
+
+        Pass it as ``sales`` to :meth:`CatalogIndex.search` for a fast ``best_selling`` sort.
+        """
+        return MappingProxyType(self._sales)
 
     def set_category(self, sku: str, category_id: str) -> None:
         """Tell the recommender (or remind it) which category a SKU is in."""

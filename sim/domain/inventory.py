@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sim.domain.errors import (
     InvalidQuantity,
@@ -99,6 +100,15 @@ class StockItem(EventSource):
     returned: int = field(default=0, init=False)
     sold: int = field(default=0, init=False)
     events: list[DomainEvent] = events_field()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StockItem:
+        """Copy cheaply for the unit of work's snapshot: counters are ints, events a list."""
+        # Keep in step with the fields: every field is copied here, the events list anew.
+        item = StockItem.__new__(StockItem)
+        item.sku, item.initial, item.on_hand = self.sku, self.initial, self.on_hand
+        item.reserved, item.received, item.returned = self.reserved, self.received, self.returned
+        item.sold, item.events = self.sold, list(self.events)
+        return item
 
     def __post_init__(self) -> None:
         """Reject a negative or non-integer initial stock; put it all on hand."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
 from sim.domain.errors import CurrencyMismatch, InvalidAmount
 
@@ -76,6 +77,14 @@ class Money:
     def _check(self, other: Money) -> None:
         if self.currency != other.currency:
             raise CurrencyMismatch(f"cannot combine {self.currency} with {other.currency}")
+
+    def __copy__(self) -> Money:
+        """Return self: Money is immutable, so a copy may be the value itself (like an int)."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Money:
+        """Return self (immutable); keeps the unit of work's snapshots cheap."""
+        return self
 
     def __add__(self, other: Money) -> Money:
         """Add two amounts of the same currency."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sim.domain.errors import IllegalTransition, InvalidAmount, InvalidReturn, InvalidValue
 from sim.domain.events import (
@@ -83,6 +83,10 @@ class OrderLine:
     quantity: int
     discount: Money
     tax: Money
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OrderLine:
+        """Return self: a line is immutable (frozen, immutable fields); snapshots stay cheap."""
+        return self
 
     def __post_init__(self) -> None:
         """Reject a quantity below 1, a negative price or tax, or a discount above the amount."""

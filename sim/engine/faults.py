@@ -1,7 +1,9 @@
 """Faults injected at simulated times: outages, latency spikes, cache flushes, pool shrinks.
 
 Each fault is one short process: wait for its start, break something, wait for its
-duration, mend it. Every window is recorded, so reports can shade it.
+duration, mend it. A ``breakdown`` is a process that does so again and again: up for a
+time drawn from its MTBF distribution, down (an outage) for a time drawn from its MTTR
+distribution. Every window is recorded, so reports can shade it.
 """
 
 from __future__ import annotations
@@ -11,18 +13,56 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from sim.scenario.schema import CacheFlush, GhostSuccess, LatencySpike, Outage, PoolShrink
+from sim.scenario.schema import (
+    Breakdown,
+    CacheFlush,
+    GhostSuccess,
+    LatencySpike,
+    Outage,
+    PoolShrink,
+)
 
 if TYPE_CHECKING:
     from sim.engine.world import World
 
 _FACTORS = {"app": "app_factor", "database": "db_factor", "cache": "cache_factor"}
 
+FAULT_STREAM = "faults"
+"""The family of random streams recurring faults draw from: one generator per fault entry."""
+
 
 def start_faults(world: World) -> None:
     """Start one process per fault of the scenario."""
-    for fault in world.scenario.faults:
-        world.env.process(_inject(world, fault))
+    for index, fault in enumerate(world.scenario.faults):
+        if isinstance(fault, Breakdown):
+            world.env.process(_breakdowns(world, fault, index))
+        else:
+            world.env.process(_inject(world, fault))
+
+
+def _breakdowns(world: World, fault: Breakdown, index: int) -> Generator[simpy.Event, Any, None]:
+    """Fail and repair ``fault.breakdown`` for ever (or until ``fault.until``).
+
+    Up-times and repair times come from the generator of the ``faults`` family for this
+    entry's index, so two breakdowns never shift each other's times, and a what-if change
+    of capacity leaves them alone (common random numbers).
+    """
+    env = world.env
+    rng = world.streams.generator(FAULT_STREAM, index)
+    yield env.timeout(fault.at)
+    end = fault.until
+    while True:
+        up = fault.mtbf.sample(rng)
+        down = fault.mttr.sample(rng)
+        yield env.timeout(up)
+        if end is not None and env.now >= end:
+            return
+        if down <= 0.0:
+            continue  # an instant repair: nothing to break
+        undo = _outage(world, fault.breakdown)
+        world.recorder.faults.append("breakdown", fault.breakdown, env.now, env.now + down)
+        yield env.timeout(down)
+        undo()
 
 
 def _gateway(world: World, target: str) -> Any:

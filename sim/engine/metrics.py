@@ -1,13 +1,25 @@
-"""KPIs of one run, computed from its frames after the warm-up cut (warm-up is a filter)."""
+"""KPIs of one run, computed from its frames after the warm-up cut (warm-up is a filter).
+
+Requests come as rows (``frames["requests"]``) or, in aggregate mode, as per-interval
+aggregates (``frames["request_stats"]`` and ``frames["latency_histogram"]``, see
+:mod:`sim.engine.recorder`). From aggregates the warm-up applies at interval granularity: an
+interval is kept when its start is at or after the warm-up, so the effective cut is the warm-up
+rounded up to a multiple of ``metrics.interval`` (the same cut exactly when the warm-up is such
+a multiple). Counts, sums and means are exact; percentiles come from the log-bucketed
+histograms and are within 1 % (relative) of the exact ones (:mod:`sim.engine.histogram`).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from sim.domain.ledger import balance
+from sim.engine.histogram import ZERO_BUCKET, quantiles_from_buckets
 
 if TYPE_CHECKING:
     from sim.engine.world import World
@@ -53,6 +65,192 @@ def station_utilisation(stations: pd.DataFrame, warmup: float) -> dict[str, dict
     return result
 
 
+def is_aggregate(frames: Mapping[str, pd.DataFrame]) -> bool:
+    """Return True when the frames come from a run with ``metrics.requests: aggregate``."""
+    return "latency_histogram" in frames and "request_stats" in frames
+
+
+def interval_cut(warmup: float, interval: float) -> float:
+    """Return the warm-up rounded up to the start of the first interval kept (a multiple)."""
+    if warmup <= 0.0:
+        return 0.0
+    k = math.ceil(warmup / interval)
+    while k > 0 and (k - 1) * interval >= warmup:
+        k -= 1
+    while k * interval < warmup:
+        k += 1
+    return k * interval
+
+
+def histogram_summary(buckets: np.ndarray, counts: np.ndarray, total: float) -> dict[str, float]:
+    """Return count, mean and p50 / p95 / p99 from (bucket, count) pairs and the exact sum.
+
+    ``buckets`` need not be sorted or unique. The same keys as :func:`latency_summary`.
+    """
+    buckets = np.asarray(buckets, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        nan = float("nan")
+        return {"count": 0, "mean": nan, **{f"p{p}": nan for p in PERCENTILES}}
+    unique, inverse = np.unique(buckets, return_inverse=True)
+    pooled = np.bincount(inverse, weights=counts).astype(np.int64)
+    values = quantiles_from_buckets(unique, pooled, [p / 100.0 for p in PERCENTILES])
+    return {
+        "count": n,
+        "mean": float(total / n),
+        **{f"p{p}": v for p, v in zip(PERCENTILES, values, strict=True)},
+    }
+
+
+def aggregate_request_kpis(
+    frames: Mapping[str, pd.DataFrame], *, warmup: float, horizon: float, interval: float
+) -> dict[str, Any]:
+    """Return the request KPIs of an aggregate-mode run, intervals before the warm-up dropped.
+
+    Keys: ``throughput`` (requests kept / (horizon - cut)), ``latency``, ``latency_by_page``,
+    ``checkout_latency``, ``cache_hit_rate`` and ``page_views`` (all requests), where ``cut``
+    is :func:`interval_cut` of the warm-up.
+    """
+    stats = frames["request_stats"]
+    histogram = frames["latency_histogram"]
+    cut = interval_cut(warmup, interval)
+    kept = stats[stats["start"] >= cut]
+    kept_hist = histogram[histogram["start"] >= cut]
+    span = max(horizon - cut, 1e-9)
+    by_page: dict[str, dict[str, float]] = {}
+    sums = kept.groupby("page", observed=True, sort=True)["response_sum"].sum()
+    for page, rows in kept_hist.groupby("page", observed=True, sort=True):
+        by_page[str(page)] = histogram_summary(
+            rows["bucket"].to_numpy(), rows["count"].to_numpy(), float(sums.get(page, 0.0))
+        )
+    overall = histogram_summary(
+        kept_hist["bucket"].to_numpy(),
+        kept_hist["count"].to_numpy(),
+        float(kept["response_sum"].sum()),
+    )
+    empty = histogram_summary(np.zeros(0), np.zeros(0), 0.0)
+    hits = int(kept["cache_hits"].sum())
+    lookups = hits + int(kept["cache_misses"].sum())
+    return {
+        "throughput": float(int(kept["requests"].sum()) / span),
+        "latency": overall,
+        "latency_by_page": by_page,
+        "checkout_latency": by_page.get(CHECKOUT_PAGE, empty),
+        "cache_hit_rate": float(hits / lookups) if lookups else float("nan"),
+        "page_views": int(stats["requests"].sum()),
+    }
+
+
+def row_request_kpis(requests: pd.DataFrame, *, warmup: float, horizon: float) -> dict[str, Any]:
+    """Return the request KPIs of a rows-mode run (the keys of :func:`aggregate_request_kpis`)."""
+    kept = requests[requests["time"] >= warmup]
+    span = max(horizon - warmup, 1e-9)
+    by_page = {
+        str(page): latency_summary(rows["response"])
+        for page, rows in kept.groupby("page", sort=True)
+    }
+    lookups = int(kept["cache_hits"].sum() + kept["cache_misses"].sum())
+    return {
+        "throughput": float(len(kept) / span),
+        "latency": latency_summary(kept["response"]),
+        "latency_by_page": by_page,
+        "checkout_latency": by_page.get(CHECKOUT_PAGE, latency_summary(kept["response"][:0])),
+        "cache_hit_rate": float(kept["cache_hits"].sum() / lookups) if lookups else float("nan"),
+        "page_views": len(requests),
+    }
+
+
+def request_kpis(
+    frames: Mapping[str, pd.DataFrame], *, warmup: float, horizon: float, interval: float
+) -> dict[str, Any]:
+    """Return the request KPIs from rows or from aggregates, whichever the frames hold."""
+    if is_aggregate(frames):
+        return aggregate_request_kpis(frames, warmup=warmup, horizon=horizon, interval=interval)
+    return row_request_kpis(frames["requests"], warmup=warmup, horizon=horizon)
+
+
+def aggregate_request_series(
+    request_stats: pd.DataFrame,
+    latency_histogram: pd.DataFrame,
+    interval: float,
+    horizon: float | None = None,
+) -> pd.DataFrame:
+    """Return requests per interval (count, throughput, p50 / p95 / p99) from aggregates.
+
+    The frame :func:`sim.reporting.plots.request_series` builds from rows: columns ``start,
+    length, requests, throughput, p50, p95, p99``; with a ``horizon`` every interval of
+    ``[0, horizon)`` has a row (quiet ones with 0 requests and NaN percentiles).
+    """
+    if not interval > 0:
+        raise ValueError(f"interval must be > 0, got {interval!r}")
+    columns = ["start", "length", "requests", "throughput", *[f"p{p}" for p in PERCENTILES]]
+    starts = request_stats["start"].to_numpy(dtype=float)
+    if horizon is not None:
+        count = max(math.ceil(horizon / interval), 1)
+    elif starts.size:
+        count = round(starts.max() / interval) + 1
+    else:
+        return pd.DataFrame(columns=columns)
+    index = np.clip(np.round(starts / interval).astype(np.int64), 0, count - 1)
+    start = np.arange(count, dtype=float) * interval
+    end = start + interval if horizon is None else np.minimum(start + interval, horizon)
+    length = end - start
+    counts = np.bincount(
+        index, weights=request_stats["requests"].to_numpy(dtype=float), minlength=count
+    )[:count].astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "start": start,
+            "length": length,
+            "requests": counts,
+            "throughput": counts / np.where(length > 0, length, np.nan),
+        }
+    )
+    quantiles = np.full((count, len(PERCENTILES)), np.nan)
+    hist_index = np.clip(
+        np.round(latency_histogram["start"].to_numpy(dtype=float) / interval).astype(np.int64),
+        0,
+        count - 1,
+    )
+    buckets = latency_histogram["bucket"].to_numpy(dtype=np.int64)
+    weights = latency_histogram["count"].to_numpy(dtype=np.int64)
+    order = np.lexsort((buckets, hist_index))
+    hist_index, buckets, weights = hist_index[order], buckets[order], weights[order]
+    bounds = np.searchsorted(hist_index, np.arange(count + 1))
+    for i in range(count):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            unique, inverse = np.unique(buckets[lo:hi], return_inverse=True)
+            pooled = np.bincount(inverse, weights=weights[lo:hi]).astype(np.int64)
+            quantiles[i] = quantiles_from_buckets(unique, pooled, [p / 100.0 for p in PERCENTILES])
+    for j, p in enumerate(PERCENTILES):
+        frame[f"p{p}"] = quantiles[:, j]
+    return frame[columns]
+
+
+BOX_PERCENTILES = (5, 25, 50, 75, 95)
+"""The percentiles of a page's response-time box: whiskers, quartiles and median."""
+
+
+def page_latency_quantiles(latency_histogram: pd.DataFrame) -> pd.DataFrame:
+    """Return per page the count and response-time percentiles of :data:`BOX_PERCENTILES`.
+
+    From aggregates, over the whole run; responses of zero (the zero bucket) are left out, as
+    the box plot of rows leaves them out. Columns ``page, count, p5, p25, p50, p75, p95``.
+    """
+    columns = ["page", "count", *[f"p{p}" for p in BOX_PERCENTILES]]
+    rows = []
+    positive = latency_histogram[latency_histogram["bucket"] > ZERO_BUCKET]
+    for page, group in positive.groupby("page", observed=True, sort=True):
+        buckets = group["bucket"].to_numpy(dtype=np.int64)
+        unique, inverse = np.unique(buckets, return_inverse=True)
+        pooled = np.bincount(inverse, weights=group["count"].to_numpy()).astype(np.int64)
+        values = quantiles_from_buckets(unique, pooled, [p / 100.0 for p in BOX_PERCENTILES])
+        rows.append([str(page), int(pooled.sum()), *values])
+    return pd.DataFrame(rows, columns=columns)
+
+
 def cache_series(requests: pd.DataFrame, interval: float) -> pd.DataFrame:
     """Return cache hits, misses and hit rate per interval of request arrival time."""
     columns = ["start", "hits", "misses", "hit_rate"]
@@ -81,14 +279,10 @@ def compute_kpis(
     frames: dict[str, pd.DataFrame], world: World, *, warmup: float, horizon: float
 ) -> dict[str, Any]:
     """Return the run's KPIs: throughput, latency, cache, utilisation, business figures."""
-    requests = frames["requests"]
-    kept = requests[requests["time"] >= warmup]
     span = max(horizon - warmup, 1e-9)
-    by_page = {
-        str(page): latency_summary(rows["response"])
-        for page, rows in kept.groupby("page", sort=True)
-    }
-    lookups = int(kept["cache_hits"].sum() + kept["cache_misses"].sum())
+    req = request_kpis(
+        frames, warmup=warmup, horizon=horizon, interval=world.scenario.metrics.interval
+    )
     sessions = frames["sessions"]
     orders = frames["orders"]
     counters = world.recorder.counters
@@ -98,17 +292,17 @@ def compute_kpis(
     checkouts = counters.get("checkouts", 0)
     carts = list(world.uow.carts.values())
     return {
-        "throughput": float(len(kept) / span),
+        "throughput": req["throughput"],
         "sessions_per_second": float(
             (sessions["start"] >= warmup).sum() / span if not sessions.empty else 0.0
         ),
-        "latency": latency_summary(kept["response"]),
-        "latency_by_page": by_page,
-        "checkout_latency": by_page.get(CHECKOUT_PAGE, latency_summary(kept["response"][:0])),
-        "cache_hit_rate": float(kept["cache_hits"].sum() / lookups) if lookups else float("nan"),
+        "latency": req["latency"],
+        "latency_by_page": req["latency_by_page"],
+        "checkout_latency": req["checkout_latency"],
+        "cache_hit_rate": req["cache_hit_rate"],
         "utilisation": station_utilisation(frames["stations"], warmup),
         "sessions": len(sessions),
-        "page_views": len(requests),
+        "page_views": req["page_views"],
         "conversion": _conversion(sessions, warmup),
         "orders_by_state": orders["status"].value_counts().sort_index().to_dict()
         if not orders.empty

@@ -1,20 +1,37 @@
-"""The recorder: append-only metric rows, stamped with simulated time, turned into frames once.
+"""The recorder: append-only metric rows, or streaming aggregates, stamped with simulated time.
 
-Actors call the ``on_*`` methods as things happen; nothing is aggregated during the run
-except what must be (time-weighted station statistics live in the stations). Columns are
-plain Python lists, one per field, so appending a row costs a handful of list appends and
-``frames()`` builds each DataFrame in one go at the end. Domain events reach the recorder
-through the message bus (the order lifecycle), so actors do not repeat what the domain says.
+Actors call the ``on_*`` methods and append to the tables as things happen; nothing is
+aggregated during the run except what must be (time-weighted station statistics live in the
+stations). Columns are plain Python lists, one per field, so appending a row costs a handful of
+list appends and ``frames()`` builds each DataFrame in one go at the end. Domain events reach
+the recorder through the message bus (the order lifecycle), so actors do not repeat what the
+domain says.
+
+Requests come in one of two modes (``metrics.requests`` of the scenario):
+
+- ``rows`` (the default): one row per page request in the ``requests`` frame.
+- ``aggregate``: no per-request rows. :class:`RequestAggregates` takes the same ``append`` and
+  keeps, per interval of arrival time and page, the count and sums of every numeric field, a
+  log-bucketed latency histogram (:mod:`sim.engine.histogram`, 1 % relative accuracy), the
+  outcomes, and per page the number of distinct sessions that requested it. Requests of the
+  intervals still receiving completions sit in a flat float buffer (ten numbers each); older
+  intervals are folded into small numpy arrays whose size depends on the number of pages and
+  latency buckets in use, never on the number of requests. Memory therefore grows with the
+  number of intervals (a few kilobytes each), not with the number of requests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from array import array
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sim.domain.events import OrderStatusChanged
+from sim.engine.histogram import ZERO_BUCKET, buckets_of
 
 REQUEST_COLUMNS = (
     "time",
@@ -45,20 +62,80 @@ ORDER_EVENT_COLUMNS = ("time", "order_id", "old", "new")
 FAULT_COLUMNS = ("kind", "target", "start", "end")
 """Columns of the fault-window frame."""
 
+REQUEST_STATS_COLUMNS = (
+    "start",
+    "page",
+    "requests",
+    "response_sum",
+    "response_max",
+    "app_wait_sum",
+    "app_service_sum",
+    "db_wait_sum",
+    "db_queries",
+    "cache_wait_sum",
+    "cache_hits",
+    "cache_misses",
+)
+"""Columns of ``request_stats`` (aggregate mode): per interval of arrival and page, the count
+of requests and the sums of their fields (``response_max`` is the largest response)."""
+
+LATENCY_HISTOGRAM_COLUMNS = ("start", "page", "bucket", "count")
+"""Columns of ``latency_histogram`` (aggregate mode): requests per interval, page and response
+bucket (:mod:`sim.engine.histogram` bucket indices)."""
+
+REQUEST_OUTCOME_COLUMNS = ("start", "page", "outcome", "count")
+"""Columns of ``request_outcomes`` (aggregate mode): requests per interval, page and outcome."""
+
+PAGE_SESSION_COLUMNS = ("page", "sessions")
+"""Columns of ``page_sessions`` (aggregate mode): distinct sessions that requested each page."""
+
+CACHE_COLUMNS = ("start", "hits", "misses", "hit_rate")
+"""Columns of the cache frame: look-ups per interval of request arrival time."""
+
+AGGREGATE_FRAMES = ("request_stats", "latency_histogram", "request_outcomes", "page_sessions")
+"""The frames only aggregate mode has (besides ``cache``); their presence marks the mode."""
+
+REQUEST_MODES = ("rows", "aggregate")
+"""The two ways of recording requests."""
+
+# Layout of one buffered request (aggregate mode): ten floats.
+_PAGE, _RESPONSE, _OUTCOME = 0, 1, 9
+_SUMMED = (1, 2, 3, 4, 5, 6, 7, 8)  # response .. cache_misses, in REQUEST_STATS_COLUMNS order
+_WIDTH = 10
+_STATS_FIELDS = (  # columns of a folded chunk after the page code
+    "requests",
+    "response_sum",
+    "app_wait_sum",
+    "app_service_sum",
+    "db_wait_sum",
+    "db_queries",
+    "cache_wait_sum",
+    "cache_hits",
+    "cache_misses",
+    "response_max",
+)
+_BUCKET_SPAN = 4096  # bucket offsets (bucket - ZERO_BUCKET) are below this for values < 1e17 s
+_OUTCOME_SPAN = 1 << 16
+_OPEN_INTERVALS = 2  # intervals kept in the buffer: the latest and the one before it
+_SINK: deque[None] = deque(maxlen=0)  # consumes an iterator in C, keeping nothing
+
 
 class Table:
     """Columns of equal length, appended row by row, turned into a DataFrame once."""
 
-    __slots__ = ("_columns", "names")
+    __slots__ = ("_columns", "_width", "names")
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self._columns: tuple[list[Any], ...] = tuple([] for _ in self.names)
+        self._width = len(self.names)
 
     def append(self, *values: Any) -> None:
         """Append one row (values in column order)."""
-        for column, value in zip(self._columns, values, strict=True):
-            column.append(value)
+        if len(values) != self._width:
+            raise ValueError(f"a row of {self.names} has {self._width} values, got {len(values)}")
+        # list.append mapped over (column, value) pairs: the loop runs in C, not in bytecode.
+        _SINK.extend(map(list.append, self._columns, values))
 
     def __len__(self) -> int:
         """Return the number of rows."""
@@ -69,12 +146,329 @@ class Table:
         return pd.DataFrame(dict(zip(self.names, self._columns, strict=True)))
 
 
-class Recorder:
-    """Collects the rows of one run: requests, sessions, payments, order transitions, faults."""
+class SessionTable(Table):
+    """The sessions table of aggregate mode: each row also tells the aggregates a session ended."""
 
-    def __init__(self) -> None:
-        self.requests = Table(REQUEST_COLUMNS)
-        self.sessions = Table(SESSION_COLUMNS)
+    __slots__ = ("_ended",)
+
+    def __init__(self, names: Sequence[str], ended: Callable[[Any], None]) -> None:
+        super().__init__(names)
+        self._ended = ended
+
+    def append(self, *values: Any) -> None:
+        """Append one session row; the session (first value) is over."""
+        super().append(*values)
+        self._ended(values[0])
+
+
+class RequestAggregates:
+    """Streaming aggregates of page requests per interval of arrival time (aggregate mode).
+
+    :meth:`append` takes the arguments of a request row (``REQUEST_COLUMNS``), so actors do
+    not know which mode is on. Warm-up is a filter applied later, at interval granularity, by
+    :func:`sim.engine.metrics.compute_kpis`: an interval is kept when its start is at or after
+    the warm-up.
+    """
+
+    __slots__ = (
+        "_buffers",
+        "_chunks",
+        "_count",
+        "_latest",
+        "_outcome_codes",
+        "_outcomes",
+        "_page_codes",
+        "_page_sessions",
+        "_pages",
+        "_visited",
+        "interval",
+    )
+
+    def __init__(self, interval: float) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0, got {interval!r}")
+        self.interval = float(interval)
+        """Length of an interval in seconds (intervals start at 0)."""
+        self._buffers: dict[int, array[float]] = {}
+        self._latest = -1
+        self._chunks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._page_codes: dict[str, int] = {}
+        self._pages: list[str] = []
+        self._outcome_codes: dict[str, int] = {}
+        self._outcomes: list[str] = []
+        self._visited: dict[Any, int] = {}
+        self._page_sessions: list[int] = []
+        self._count = 0
+
+    # --- the hot path ----------------------------------------------------------------------
+    def append(
+        self,
+        time: float,
+        session: Any,
+        user: Any,
+        page: str,
+        response: float,
+        app_wait: float,
+        app_service: float,
+        db_wait: float,
+        db_queries: int,
+        cache_wait: float,
+        cache_hits: int,
+        cache_misses: int,
+        outcome: str,
+    ) -> None:
+        """Add one completed request (the arguments of a request row; ``user`` is not kept)."""
+        k = int(time // self.interval)
+        buffer = self._buffers.get(k)
+        if buffer is None:
+            buffer = self._open(k)
+        code = self._page_codes.get(page)
+        if code is None:
+            code = self._new_page(page)
+        outcome_code = self._outcome_codes.get(outcome)
+        if outcome_code is None:
+            outcome_code = self._new_outcome(outcome)
+        buffer.extend(
+            (
+                code,
+                response,
+                app_wait,
+                app_service,
+                db_wait,
+                db_queries,
+                cache_wait,
+                cache_hits,
+                cache_misses,
+                outcome_code,
+            )
+        )
+        visited = self._visited
+        visited[session] = visited.get(session, 0) | (1 << code)
+        self._count += 1
+
+    def end_session(self, session: Any) -> None:
+        """Count the pages a finished session requested (each page once per session)."""
+        mask = self._visited.pop(session, 0)
+        counts = self._page_sessions
+        while mask:
+            low = mask & -mask
+            counts[low.bit_length() - 1] += 1
+            mask ^= low
+
+    def _open(self, k: int) -> array[float]:
+        if k > self._latest:
+            self._latest = k
+            for old in [j for j in self._buffers if j <= k - _OPEN_INTERVALS]:
+                self._fold(old, self._buffers.pop(old))
+        buffer = self._buffers[k] = array("d")
+        return buffer
+
+    def _new_page(self, page: str) -> int:
+        code = self._page_codes[page] = len(self._pages)
+        self._pages.append(page)
+        self._page_sessions.append(0)
+        return code
+
+    def _new_outcome(self, outcome: str) -> int:
+        code = self._outcome_codes[outcome] = len(self._outcomes)
+        self._outcomes.append(outcome)
+        return code
+
+    # --- folding a buffer into compact arrays ----------------------------------------------
+    def _fold(self, k: int, buffer: array[float]) -> None:
+        if not buffer:
+            return
+        data = np.frombuffer(buffer, dtype=float).reshape(-1, _WIDTH)
+        pages = data[:, _PAGE].astype(np.int64)
+        present = np.unique(pages)
+        size = int(present[-1]) + 1
+        stats = np.empty((present.size, 2 + len(_SUMMED) + 1), dtype=float)
+        stats[:, 0] = present
+        stats[:, 1] = np.bincount(pages, minlength=size)[present]
+        for i, column in enumerate(_SUMMED):
+            stats[:, 2 + i] = np.bincount(pages, weights=data[:, column], minlength=size)[present]
+        largest = np.full(size, -np.inf)
+        np.maximum.at(largest, pages, data[:, _RESPONSE])
+        stats[:, -1] = largest[present]
+        offsets = np.clip(buckets_of(data[:, _RESPONSE]) - ZERO_BUCKET, 0, _BUCKET_SPAN - 1)
+        keys, counts = np.unique(pages * _BUCKET_SPAN + offsets, return_counts=True)
+        outcome_keys, outcome_counts = np.unique(
+            pages * _OUTCOME_SPAN + data[:, _OUTCOME].astype(np.int64), return_counts=True
+        )
+        self._chunks.append(
+            (
+                k,
+                stats,
+                np.stack([keys, counts]).astype(np.int64 if counts.max() >= 2**31 else np.int32),
+                outcome_keys.astype(np.int64),
+                outcome_counts.astype(np.int64),
+            )
+        )
+
+    def _fold_all(self) -> None:
+        for k in sorted(self._buffers):
+            self._fold(k, self._buffers.pop(k))
+
+    # --- results ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Return the number of requests recorded."""
+        return self._count
+
+    @property
+    def pages(self) -> tuple[str, ...]:
+        """Return the pages seen so far, in order of first request."""
+        return tuple(self._pages)
+
+    def frame(self) -> pd.DataFrame:
+        """Return the per-request frame: empty, with its columns (there are no rows)."""
+        return pd.DataFrame({name: [] for name in REQUEST_COLUMNS})
+
+    def nbytes(self) -> int:
+        """Return the bytes held by the aggregates' arrays and buffers (not Python overhead)."""
+        held = sum(b.buffer_info()[1] * b.itemsize for b in self._buffers.values())
+        for _, stats, histogram, outcome_keys, outcome_counts in self._chunks:
+            held += stats.nbytes + histogram.nbytes + outcome_keys.nbytes + outcome_counts.nbytes
+        return held
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Return ``request_stats``, ``latency_histogram``, ``request_outcomes``, ``page_sessions``.
+
+        Folds every open interval first (so call it after the run). Rows are sorted by
+        interval start, then page name (then bucket or outcome).
+        """
+        self._fold_all()
+        pages = pd.Index(self._pages)
+        categories = pd.CategoricalDtype(sorted(self._pages))
+        interval = self.interval
+
+        def page_column(codes: np.ndarray) -> pd.Categorical:
+            return pd.Categorical(pages[codes.astype(np.int64)], dtype=categories)
+
+        if self._chunks:
+            ks = np.concatenate([np.full(c[1].shape[0], c[0]) for c in self._chunks])
+            stats = np.concatenate([c[1] for c in self._chunks])
+            hist_ks = np.concatenate([np.full(c[2].shape[1], c[0]) for c in self._chunks])
+            hist = np.concatenate([c[2] for c in self._chunks], axis=1).astype(np.int64)
+            out_ks = np.concatenate([np.full(c[3].size, c[0]) for c in self._chunks])
+            out_keys = np.concatenate([c[3] for c in self._chunks])
+            out_counts = np.concatenate([c[4] for c in self._chunks])
+        else:
+            ks = hist_ks = out_ks = out_keys = out_counts = np.zeros(0, dtype=np.int64)
+            stats = np.zeros((0, 2 + len(_SUMMED) + 1))
+            hist = np.zeros((2, 0), dtype=np.int64)
+
+        raw = pd.DataFrame(stats[:, 1:], columns=list(_STATS_FIELDS))
+        raw["k"] = ks.astype(np.int64)
+        raw["code"] = stats[:, 0].astype(np.int64)
+        sums = {name: "sum" for name in raw.columns if name not in ("k", "code", "response_max")}
+        grouped = raw.groupby(["k", "code"], sort=True).agg({**sums, "response_max": "max"})
+        grouped = grouped.reset_index()
+        for name in ("requests", "db_queries", "cache_hits", "cache_misses"):
+            grouped[name] = grouped[name].round().astype(np.int64)
+        grouped["start"] = grouped["k"].to_numpy(dtype=float) * interval
+        grouped["page"] = page_column(grouped["code"].to_numpy())
+        request_stats = (
+            grouped.sort_values(["start", "page"], kind="stable")
+            .reset_index(drop=True)
+            .loc[:, list(REQUEST_STATS_COLUMNS)]
+        )
+
+        histogram = _sum_by_key(hist_ks, hist[0], hist[1])
+        hist_codes = histogram["key"].to_numpy() // _BUCKET_SPAN
+        latency_histogram = pd.DataFrame(
+            {
+                "start": histogram["k"].to_numpy(dtype=float) * interval,
+                "page": page_column(hist_codes),
+                "bucket": (histogram["key"].to_numpy() % _BUCKET_SPAN + ZERO_BUCKET).astype(
+                    np.int16
+                ),
+                "count": histogram["count"].to_numpy(dtype=np.int64),
+            }
+        )
+        latency_histogram = latency_histogram.sort_values(
+            ["start", "page", "bucket"], kind="stable"
+        ).reset_index(drop=True)
+
+        outcomes = _sum_by_key(out_ks, out_keys, out_counts)
+        out_codes = outcomes["key"].to_numpy() // _OUTCOME_SPAN
+        request_outcomes = pd.DataFrame(
+            {
+                "start": outcomes["k"].to_numpy(dtype=float) * interval,
+                "page": page_column(out_codes),
+                "outcome": [
+                    self._outcomes[int(c)] for c in outcomes["key"].to_numpy() % _OUTCOME_SPAN
+                ],
+                "count": outcomes["count"].to_numpy(dtype=np.int64),
+            }
+        )
+        request_outcomes = request_outcomes.sort_values(
+            ["start", "page", "outcome"], kind="stable"
+        ).reset_index(drop=True)
+
+        page_sessions = pd.DataFrame(
+            {"page": list(self._pages), "sessions": list(self._page_sessions)},
+            columns=list(PAGE_SESSION_COLUMNS),
+        )
+        page_sessions["sessions"] = page_sessions["sessions"].astype(np.int64)
+        page_sessions = page_sessions.sort_values("page").reset_index(drop=True)
+        return {
+            "request_stats": request_stats,
+            "latency_histogram": latency_histogram,
+            "request_outcomes": request_outcomes,
+            "page_sessions": page_sessions,
+        }
+
+
+def _sum_by_key(ks: np.ndarray, keys: np.ndarray, counts: np.ndarray) -> pd.DataFrame:
+    """Return (k, key, count) summed over equal (k, key) pairs, sorted by k then key."""
+    frame = pd.DataFrame(
+        {"k": ks.astype(np.int64), "key": keys.astype(np.int64), "count": counts.astype(np.int64)}
+    )
+    return frame.groupby(["k", "key"], sort=True)["count"].sum().reset_index()
+
+
+def cache_from_stats(request_stats: pd.DataFrame) -> pd.DataFrame:
+    """Return the cache frame (hits, misses, hit rate per interval) from ``request_stats``.
+
+    The same frame :func:`sim.engine.metrics.cache_series` builds from request rows: one row
+    per interval that had requests.
+    """
+    if request_stats.empty:
+        return pd.DataFrame(columns=list(CACHE_COLUMNS))
+    grouped = request_stats.groupby("start", sort=True)[["cache_hits", "cache_misses"]].sum()
+    lookups = grouped["cache_hits"] + grouped["cache_misses"]
+    return pd.DataFrame(
+        {
+            "start": grouped.index.to_numpy(dtype=float),
+            "hits": grouped["cache_hits"].to_numpy(dtype=np.int64),
+            "misses": grouped["cache_misses"].to_numpy(dtype=np.int64),
+            "hit_rate": (grouped["cache_hits"] / lookups.where(lookups > 0)).to_numpy(),
+        }
+    )
+
+
+class Recorder:
+    """Collects the records of one run: requests, sessions, payments, order transitions, faults.
+
+    ``requests`` is ``"rows"`` (a :class:`Table` of one row per request) or ``"aggregate"``
+    (:class:`RequestAggregates` over intervals of ``interval`` seconds); either way actors
+    call ``recorder.requests.append(...)`` with the fields of ``REQUEST_COLUMNS``.
+    """
+
+    def __init__(self, requests: str = "rows", interval: float = 60.0) -> None:
+        if requests not in REQUEST_MODES:
+            raise ValueError(f"requests must be one of {REQUEST_MODES}, got {requests!r}")
+        self.mode = requests
+        """How requests are recorded: ``"rows"`` or ``"aggregate"``."""
+        self.aggregates: RequestAggregates | None = None
+        """The streaming aggregates (aggregate mode), else None."""
+        self.requests: Table | RequestAggregates
+        if requests == "aggregate":
+            self.aggregates = self.requests = RequestAggregates(interval)
+            self.sessions: Table = SessionTable(SESSION_COLUMNS, self.aggregates.end_session)
+        else:
+            self.requests = Table(REQUEST_COLUMNS)
+            self.sessions = Table(SESSION_COLUMNS)
         self.payments = Table(PAYMENT_COLUMNS)
         self.order_events = Table(ORDER_EVENT_COLUMNS)
         self.faults = Table(FAULT_COLUMNS)
@@ -89,11 +483,15 @@ class Recorder:
         self.order_events.append(event.at, event.order_id, event.old, event.new)
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        """Return every table as a DataFrame."""
-        return {
+        """Return every table as a DataFrame (aggregate mode adds its frames and ``cache``)."""
+        frames = {
             "requests": self.requests.frame(),
             "sessions": self.sessions.frame(),
             "payments": self.payments.frame(),
             "order_events": self.order_events.frame(),
             "faults": self.faults.frame(),
         }
+        if self.aggregates is not None:
+            frames.update(self.aggregates.frames())
+            frames["cache"] = cache_from_stats(frames["request_stats"])
+        return frames

@@ -15,9 +15,7 @@ from typing import Any
 import pandas as pd
 import simpy
 
-from sim.domain.errors import DomainError
-from sim.domain.ledger import balance, reconcile
-from sim.domain.orders import OrderStatus
+from sim.engine.audit import Audit, audit
 from sim.engine.faults import start_faults
 from sim.engine.metrics import cache_series, compute_kpis
 from sim.engine.rng import Streams
@@ -30,18 +28,6 @@ Progress = Callable[[float, float], None]
 
 PROGRESS_STEPS = 100
 """How many times a run reports progress over its horizon."""
-
-
-@dataclass(frozen=True)
-class Audit:
-    """The end-of-run check of the shop's books: every violated rule with the ids involved."""
-
-    violations: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        """Return True when no rule is violated."""
-        return not self.violations
 
 
 @dataclass(frozen=True)
@@ -94,13 +80,14 @@ def run(
     frames = collect_frames(world)
     warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
     kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)
+    books = audit(world, frames)
     return RunResult(
         scenario=scenario,
         seed=seed,
         replication=replication,
         frames=frames,
         kpis=kpis,
-        audit=audit(world),
+        audit=books,
         runtime=time.perf_counter() - started,
     )
 
@@ -147,31 +134,3 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
         columns=["seq", "kind", "order_id", "amount", "time"],
     )
     return frames
-
-
-def audit(world: World) -> Audit:
-    """Check the books at the end of a run: stock, ledger, order states, coupon limits."""
-    uow = world.uow
-    problems: list[str] = []
-    for item in uow.stock.values():
-        if item.available < 0 or item.reserved < 0:
-            problems.append(f"negative stock: {item.sku} available={item.available}")
-        try:
-            item.check_invariants()
-        except DomainError as exc:
-            problems.append(f"stock invariant: {exc}")
-    orders = list(uow.orders.values())
-    for mismatch in reconcile(list(uow.ledger), orders):
-        problems.append(f"ledger {mismatch.rule}: {mismatch.order_id} {mismatch.detail}")
-    legal = set(OrderStatus)
-    problems.extend(
-        f"illegal order state: {o.id} {o.status}" for o in orders if o.status not in legal
-    )
-    for coupon in uow.coupons.values():
-        if coupon.usage_limit is not None and coupon.used + len(coupon.held) > coupon.usage_limit:
-            problems.append(f"coupon over its limit: {coupon.code}")
-    net = balance(list(uow.ledger)).minor
-    expected = sum(o.net_paid.minor for o in orders)
-    if net != expected:
-        problems.append(f"money: ledger balance {net} != sum of paid orders {expected}")
-    return Audit(tuple(problems))

@@ -123,14 +123,26 @@ def abandonment_check(world: World, user_id: str) -> Generator[simpy.Event, Any,
     shopping.check_abandoned(world.uow, user_id, world.env.now, after=after)
 
 
+def _page_key(state: str) -> list[str]:
+    """Return the cache key list of a page that names no product (built once per page)."""
+    keys = _PAGE_KEYS.get(state)
+    if keys is None:
+        keys = _PAGE_KEYS[state] = [f"page:{state}"]
+    return keys
+
+
+_PAGE_KEYS: dict[str, list[str]] = {}
+
+
 def page(world: World, shopper: Shopper, state: str) -> Generator[simpy.Event, Any, None]:
     """Serve one page: hold an app server for service, look-ups, queries and the use case."""
-    env, rng, rec = world.env, shopper.service_rng, world.recorder
+    env, rng = world.env, shopper.service_rng
     demand = world.demands[state]
     arrived = env.now
     hits = misses = 0
     cache_wait = db_wait = 0.0
-    shopper.keys.clear()
+    keys = shopper.keys
+    keys.clear()
     shopper.outcome = "ok"
     action = ACTIONS.get(state)
     with world.app.request() as req:
@@ -140,17 +152,23 @@ def page(world: World, shopper: Shopper, state: str) -> Generator[simpy.Event, A
         yield env.timeout(service)
         if action is not None:
             yield from action(world, shopper)
-        keys = shopper.keys or [f"page:{state}"]
-        for i in range(demand.cache_lookups):
-            hit, cw, dw = yield from cache_server.lookup(world, keys[i % len(keys)], rng)
-            hits += hit
-            misses += not hit
-            cache_wait += cw
-            db_wait += dw
+        lookups = demand.cache_lookups
+        if lookups:
+            if not keys:
+                keys = _page_key(state)
+            lookup, n = cache_server.lookup, len(keys)
+            for i in range(lookups):
+                hit, cw, dw = yield from lookup(world, keys[i % n], rng)
+                if hit:
+                    hits += 1
+                else:
+                    misses += 1
+                cache_wait += cw
+                db_wait += dw
         for _ in range(demand.queries):
             db_wait += yield from cache_server.query(world, rng)
     shopper.pages += 1
-    rec.requests.append(
+    world.recorder.requests.append(
         arrived,
         shopper.sid,
         shopper.user_id,

@@ -9,6 +9,7 @@ change invalidates the product's cache entry; order transitions reach the record
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,12 @@ FRAUD_BLOCK_AT = 80
 
 SEARCH_PAGE_SIZE = 10
 """Products listed on one page of search results."""
+
+NAME_POOL = 1000
+"""Distinct fake user names the registered customers' e-mail addresses are made from."""
+
+DOMAIN_POOL = 40
+"""Distinct fake e-mail domains the customers' addresses are made from."""
 
 
 @dataclass(eq=False)
@@ -97,6 +104,10 @@ class World:
     warehouse_outages: dict[str, tuple[int, simpy.Event]] = field(default_factory=dict)
     warehouse_names: list[str] = field(default_factory=list)
     open_sessions: dict[int, tuple[Any, float]] = field(default_factory=dict)
+    sold_out: set[str] = field(default_factory=set)
+    """SKUs with nothing available, kept in step by :meth:`on_stock_changed` (for search)."""
+    sales_view: Mapping[str, int] = field(default_factory=dict)
+    """The recommender's live sales table (SKU -> orders), for best-selling searches."""
 
     def close_open_sessions(self, horizon: float) -> None:
         """Record every session still walking at the horizon, as ``in_flight``."""
@@ -131,12 +142,8 @@ class World:
             sort="best_selling",
             page_size=SEARCH_PAGE_SIZE,
         )
-        page = self.index.search(query, in_stock=self._in_stock, sales=self.recommender.sales)
+        page = self.index.search(query, sales=self.sales_view, sold_out=self.sold_out)
         return list(page.items)
-
-    def _in_stock(self, sku: str) -> bool:
-        item = self.uow.stock.find_readonly(sku)
-        return item is not None and item.available > 0
 
     def admin_touch(self, sku: str) -> None:
         """Let an admin edit a product's description: its cache entry goes stale."""
@@ -155,8 +162,12 @@ class World:
         return self.cache_outages > 0
 
     def on_stock_changed(self, event: StockChanged) -> None:
-        """Invalidate the product's cache entry when its stock changes."""
+        """Invalidate the product's cache entry when its stock changes; track sold-out SKUs."""
         self.cache.invalidate(f"product:{event.sku}")
+        if event.available > 0:
+            self.sold_out.discard(event.sku)
+        else:
+            self.sold_out.add(event.sku)
 
 
 def password_for(email: str) -> str:
@@ -167,7 +178,7 @@ def password_for(email: str) -> str:
 def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) -> World:
     """Build every resource, the catalog, the customers and the coupons of one run."""
     sc = scenario
-    recorder = Recorder()
+    recorder = Recorder(sc.metrics.requests, sc.metrics.interval)
     fraud = sc.payments.fraud
     policies = ShopPolicies(
         hasher=SIMULATION_HASHER,
@@ -226,8 +237,12 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
     )
     emails: list[str] = []
     ids: list[str] = []
+    # Faker makes a pool of names and domains; customers combine them (faker per customer
+    # was most of the build time of a large population). The number keeps e-mails unique.
+    names = [faker.user_name() for _ in range(min(sc.population.users, NAME_POOL))]
+    domains = [faker.free_email_domain() for _ in range(DOMAIN_POOL)]
     for i in range(sc.population.users):
-        email = f"{faker.user_name()}.{i}@{faker.free_email_domain()}"
+        email = f"{names[i * 7919 % len(names)]}.{i}@{domains[i * 31 % len(domains)]}"
         emails.append(email)
         ids.append(
             accounts.register(uow, email, password_for(email), 0.0, hasher=SIMULATION_HASHER)
@@ -318,6 +333,8 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
         card=Card("4242424242424242", 12, 2030, "Sim Shopper", "US"),
     )
     world.warehouse_names = [w.name for w in sc.fulfilment.warehouses]
+    world.sold_out = {sku for sku in skus if stock[sku] <= 0}
+    world.sales_view = recommender.sales_table
     world.stations = {
         "app": app,
         "database": database,

@@ -35,6 +35,7 @@ __all__ = [
     "plot_funnel",
     "plot_latency_by_page",
     "plot_latency_percentiles",
+    "plot_latency_quantiles_by_page",
     "plot_order_states",
     "plot_payment_outcomes",
     "plot_stations",
@@ -136,6 +137,7 @@ def funnel_counts(
     requests: pd.DataFrame,
     orders: pd.DataFrame,
     order_events: pd.DataFrame,
+    page_sessions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Return the conversion funnel: columns ``stage, count`` in :data:`FUNNEL_STAGES` order.
 
@@ -143,11 +145,19 @@ def funnel_counts(
     open at the horizon count); ``product views``, ``carts``, ``checkouts``: sessions that
     requested ``product_detail``, ``shopping_cart``, ``buy_confirm``; ``paid``: orders paid (the
     orders frame's ``paid``); ``delivered`` and ``returned``: orders that reached that state
-    (order events).
+    (order events). A run without request rows (aggregate mode) passes ``page_sessions``
+    (``page, sessions``: distinct sessions per page) for the three page stages.
     """
     started = set(sessions["session"].tolist()) | set(requests["session"].tolist())
+    per_page = (
+        dict(zip(page_sessions["page"].astype(str), page_sessions["sessions"], strict=True))
+        if page_sessions is not None
+        else None
+    )
 
     def visited(page: str) -> int:
+        if per_page is not None:
+            return int(per_page.get(page, 0))
         return int(requests.loc[requests["page"] == page, "session"].nunique())
 
     def reached(state: str) -> int:
@@ -437,6 +447,38 @@ def plot_latency_by_page(requests: pd.DataFrame) -> Figure:
             **_boxplot_orientation(),
         )
         ax.set_yticks(range(1, len(order) + 1), labels=[f"{p} (n={groups[p].size})" for p in order])
+        ax.set_xscale("log")
+    else:
+        _no_data(ax, "no requests")
+    ax.set_xlabel("response time (ms, log scale; box: quartiles, whiskers: p5-p95)")
+    ax.set_title("Response time distribution per page")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    return fig
+
+
+def plot_latency_quantiles_by_page(quantiles: pd.DataFrame) -> Figure:
+    """Return :func:`plot_latency_by_page` drawn from per-page percentiles (aggregate mode).
+
+    ``quantiles`` has ``page, count, p5, p25, p50, p75, p95`` (seconds) per page, from the
+    latency histograms; boxes span p25-p75, whiskers p5 to p95, as in the plot from rows.
+    """
+    rows = quantiles[quantiles["count"] > 0].sort_values("p50", kind="stable")
+    fig = _figure((9.0, max(3.0, 0.38 * len(rows) + 1.4)))
+    ax = fig.add_subplot()
+    if len(rows):
+        stats = [
+            {
+                "label": f"{r.page} (n={int(r.count)})",
+                "whislo": r.p5 * 1000.0,
+                "q1": r.p25 * 1000.0,
+                "med": r.p50 * 1000.0,
+                "q3": r.p75 * 1000.0,
+                "whishi": r.p95 * 1000.0,
+                "fliers": [],
+            }
+            for r in rows.itertuples(index=False)
+        ]
+        ax.bxp(stats, showfliers=False, widths=0.6, **_boxplot_orientation())
         ax.set_xscale("log")
     else:
         _no_data(ax, "no requests")

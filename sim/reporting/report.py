@@ -31,6 +31,8 @@ from matplotlib.figure import Figure
 import sim
 from sim.analysis.stats import flatten_numeric, summarize_replications
 from sim.analysis.theory import mgc_wait, mmc
+from sim.engine.metrics import aggregate_request_series, is_aggregate, page_latency_quantiles
+from sim.engine.recorder import AGGREGATE_FRAMES, cache_from_stats
 from sim.engine.runner import RunResult
 from sim.reporting import plots
 from sim.scenario.schema import Scenario
@@ -66,6 +68,11 @@ FRAME_NAMES = (
     "funnel",
 )
 """The frames written as ``<name>.csv`` (the last two are derived from the full requests)."""
+
+AGGREGATE_FRAME_NAMES = (*AGGREGATE_FRAMES, "page_latency")
+"""The frames a run with ``metrics.requests: aggregate`` writes besides :data:`FRAME_NAMES`
+(whose ``requests.csv`` then has no rows): the per-interval aggregates and the per-page
+response-time percentiles of the box plot."""
 
 MAX_REQUEST_ROWS = 200_000
 """Beyond this many request rows (all replications), requests.csv holds a uniform sample."""
@@ -144,18 +151,41 @@ def _with_replication(frame: pd.DataFrame, replication: int) -> pd.DataFrame:
     return frame
 
 
+def _frame_names(frames: Mapping[str, pd.DataFrame]) -> tuple[str, ...]:
+    """Return the names of the frames a report writes: aggregate mode adds its own."""
+    return FRAME_NAMES + (AGGREGATE_FRAME_NAMES if is_aggregate(frames) else ())
+
+
 def _run_frames(result: RunResult) -> dict[str, pd.DataFrame]:
-    """Return one replication's frames plus the derived series, each with a replication column."""
+    """Return one replication's frames plus the derived series, each with a replication column.
+
+    A run in aggregate mode has no request rows: its series, cache frame, funnel and the
+    per-page percentiles come from the per-interval aggregates instead.
+    """
     scenario = result.scenario
     frames = dict(result.frames)
     frames["faults"] = _complete_faults(frames["faults"], scenario, scenario.horizon)
-    frames["request_series"] = plots.request_series(
-        frames["requests"], scenario.metrics.interval, scenario.horizon
-    )
+    interval, horizon = scenario.metrics.interval, scenario.horizon
+    page_sessions = None
+    if is_aggregate(frames):
+        stats, histogram = frames["request_stats"], frames["latency_histogram"]
+        if frames["cache"].empty:
+            frames["cache"] = cache_from_stats(stats)
+        frames["request_series"] = aggregate_request_series(stats, histogram, interval, horizon)
+        frames["page_latency"] = page_latency_quantiles(histogram)
+        page_sessions = frames["page_sessions"]
+    else:
+        frames["request_series"] = plots.request_series(frames["requests"], interval, horizon)
     frames["funnel"] = plots.funnel_counts(
-        frames["sessions"], frames["requests"], frames["orders"], frames["order_events"]
+        frames["sessions"],
+        frames["requests"],
+        frames["orders"],
+        frames["order_events"],
+        page_sessions,
     )
-    return {name: _with_replication(frames[name], result.replication) for name in FRAME_NAMES}
+    return {
+        name: _with_replication(frames[name], result.replication) for name in _frame_names(frames)
+    }
 
 
 def _combine(results: Sequence[RunResult]) -> dict[str, pd.DataFrame]:
@@ -164,7 +194,7 @@ def _combine(results: Sequence[RunResult]) -> dict[str, pd.DataFrame]:
         name: pd.concat([frames[name] for frames in per_run], ignore_index=True)
         if len(per_run) > 1
         else per_run[0][name]
-        for name in FRAME_NAMES
+        for name in per_run[0]
     }
 
 
@@ -180,7 +210,8 @@ def _sample_requests(requests: pd.DataFrame) -> tuple[pd.DataFrame, float]:
 
 def _read_frames(folder: Path) -> dict[str, pd.DataFrame]:
     frames: dict[str, pd.DataFrame] = {}
-    for name in FRAME_NAMES:
+    aggregate = (folder / f"{AGGREGATE_FRAME_NAMES[0]}.csv").is_file()
+    for name in FRAME_NAMES + (AGGREGATE_FRAME_NAMES if aggregate else ()):
         path = folder / f"{name}.csv"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; cannot rebuild the report without it")
@@ -393,6 +424,7 @@ def _build_summary(
         "requests_sampled": fraction < 1.0,
         "requests_sampling_fraction": fraction,
         "requests_rows": requests_rows,
+        "requests_mode": scenario.metrics.requests,
         "plots_replication": first.replication,
         "station_scv": _service_scv(scenario),
         "scenario": scenario.to_data(),
@@ -618,7 +650,11 @@ _PLOTS = (
     _Plot(
         "latency_by_page.png",
         "Response time of each page (log scale): boxes span the quartiles, whiskers p5 to p95.",
-        lambda s, f: plots.plot_latency_by_page(f["requests"]),
+        lambda s, f: (
+            plots.plot_latency_quantiles_by_page(f["page_latency"])
+            if "page_latency" in f
+            else plots.plot_latency_by_page(f["requests"])
+        ),
     ),
     _Plot(
         "stations.png",
@@ -862,7 +898,17 @@ def _html(
         )
     parts.append("</section>")
     parts.append('<section id="data"><h2>Data</h2>')
-    if summary["requests_sampled"]:
+    aggregate = summary.get("requests_mode") == "aggregate"
+    if aggregate:
+        parts.append(
+            '<p class="note">The run recorded requests as streaming aggregates '
+            "(<code>metrics.requests: aggregate</code>): requests.csv has no rows; "
+            "request_stats.csv holds counts and sums per interval and page, "
+            "latency_histogram.csv the log-bucketed response times (percentiles within 1 %), "
+            "request_outcomes.csv the outcomes, page_sessions.csv the sessions per page. The "
+            "KPIs drop whole intervals before the warm-up.</p>"
+        )
+    elif summary["requests_sampled"]:
         parts.append(
             '<p class="note">requests.csv holds a uniform random sample of '
             f"{summary['requests_sampling_fraction']:.2%} of the "
@@ -876,7 +922,8 @@ def _html(
             "rows).</p>"
         )
     parts.append("<ul>")
-    for file in ["summary.json", *[f"{name}.csv" for name in FRAME_NAMES]]:
+    names = FRAME_NAMES + (AGGREGATE_FRAME_NAMES if aggregate else ())
+    for file in ["summary.json", *[f"{name}.csv" for name in names]]:
         parts.append(f'<li><a href="{_e(file)}">{_e(file)}</a></li>')
     parts.append("</ul></section></body></html>")
     return "\n".join(parts) + "\n"
@@ -903,7 +950,7 @@ def _render(
         folder=folder,
         summary=folder / SUMMARY_FILE,
         html=page,
-        csvs=tuple(folder / f"{name}.csv" for name in FRAME_NAMES),
+        csvs=tuple(folder / f"{name}.csv" for name in _frame_names(frames)),
         pngs=tuple(pngs),
     )
 
@@ -936,7 +983,7 @@ def write_run_report(results: Sequence[RunResult], folder: Path) -> ReportFiles:
     total = len(frames["requests"])
     frames["requests"], fraction = _sample_requests(frames["requests"])
     summary = _build_summary(results, requests_rows=total, fraction=fraction)
-    for name in FRAME_NAMES:
+    for name in _frame_names(frames):
         frames[name].to_csv(folder / f"{name}.csv", index=False)
     (folder / SUMMARY_FILE).write_text(
         json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8"

@@ -29,7 +29,7 @@ class ScenarioError(ValueError):
     def _render(self) -> str:
         lines = []
         for path, message in self.problems[:MAX_PROBLEMS_SHOWN]:
-            where = f"{self.source}: {path}: " if path else f"{self.source}: "
+            where = f"{self.source}: {_printable(path)}: " if path else f"{self.source}: "
             lines.append(where + message)
         hidden = len(self.problems) - MAX_PROBLEMS_SHOWN
         if hidden > 0:
@@ -43,6 +43,13 @@ class ScenarioError(ValueError):
     def __reduce__(self) -> tuple[type[ScenarioError], tuple[str, list[Problem]]]:
         """Pickle by source and problems (errors travel back from worker processes)."""
         return (type(self), (self.source, self.problems))
+
+
+def _printable(text: str) -> str:
+    """Escape characters that are not printable (a key with a line break stays on one line)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class Invalid(ValueError):

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from sim.scenario.distributions import Dist, PriceDist, distribution
+from sim.scenario.distributions import Dist, Distribution, PriceDist, distribution
 from sim.scenario.errors import Invalid
 from sim.scenario.units import (
     format_money,
@@ -65,6 +65,9 @@ MAX_HORIZON = 366 * 86400.0
 
 SHARE_TOLERANCE = 1e-9
 """How far gateway or warehouse shares may sum from 1."""
+
+MAX_BREAKDOWNS = 100_000
+"""The most failures a recurring fault (``breakdown``) may be expected to cause in a run."""
 
 # --- field types ----------------------------------------------------------------------------
 
@@ -720,8 +723,49 @@ class GhostSuccess(_Fault):
         return self.ghost_success.removeprefix("payments.")
 
 
+class Breakdown(_Fault):
+    """``{breakdown: payments.<gateway> | warehouses.<name> | cache, mtbf, mttr}``: recurring.
+
+    From ``at`` (default 0) until ``until`` (default: the horizon), the target runs for a time
+    drawn from ``mtbf`` (mean time between failures), is down for a time drawn from ``mttr``
+    (mean time to repair), and so on; both are drawn from the run's ``faults`` random streams.
+    Each repair window is an outage of the target, recorded as a ``breakdown`` fault window.
+    """
+
+    kind: ClassVar[str] = "breakdown"
+    breakdown: str
+    mtbf: Dist
+    mttr: Dist
+    at: Seconds = 0.0
+    until: Seconds | None = None
+
+    @field_validator("mtbf", "mttr")
+    @classmethod
+    def _positive_mean(cls, value: Distribution) -> Distribution:
+        """Require a positive mean time (a zero one would fail for ever at one instant)."""
+        if not value.mean > 0:
+            raise ValueError(f"the mean must be > 0, got {format_seconds(value.mean)}")
+        return value
+
+    @field_validator("until")
+    @classmethod
+    def _after_start(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """Require ``until`` later than ``at``."""
+        at = info.data.get("at")
+        if value is not None and at is not None and value <= at:
+            raise ValueError(
+                f"must be later than at ({format_seconds(at)}), got {format_seconds(value)}"
+            )
+        return value
+
+    def expected_failures(self, horizon: float) -> float:
+        """Return the mean number of failures over the fault's window within ``horizon``."""
+        end = horizon if self.until is None else min(self.until, horizon)
+        return max(end - self.at, 0.0) / (self.mtbf.mean + self.mttr.mean)
+
+
 FAULT_KINDS: dict[str, type[_Fault]] = {
-    cls.kind: cls for cls in (Outage, LatencySpike, CacheFlush, PoolShrink, GhostSuccess)
+    cls.kind: cls for cls in (Outage, LatencySpike, CacheFlush, PoolShrink, GhostSuccess, Breakdown)
 }
 """Every fault kind by the key that tags it."""
 
@@ -866,6 +910,23 @@ class Scenario(Model):
                         _unknown_target(fault.latency_spike, spike_targets, gateways, warehouses),
                     )
                 )
+            elif isinstance(fault, Breakdown):
+                if fault.breakdown not in outage_targets:
+                    problems.append(
+                        (
+                            ("faults", i, "breakdown"),
+                            _unknown_target(fault.breakdown, outage_targets, gateways, warehouses),
+                        )
+                    )
+                expected = fault.expected_failures(self.horizon)
+                if expected > MAX_BREAKDOWNS:
+                    problems.append(
+                        (
+                            ("faults", i, "mtbf"),
+                            f"about {expected:.3g} failures expected within the horizon "
+                            f"(at most {MAX_BREAKDOWNS:,}): make mtbf or mttr longer",
+                        )
+                    )
             elif isinstance(fault, GhostSuccess) and fault.gateway not in gateways:
                 problems.append(
                     (
@@ -929,6 +990,7 @@ __all__ = [
     "FAULT_KINDS",
     "Arrivals",
     "Behavior",
+    "Breakdown",
     "Catalog",
     "Coupon",
     "Fault",

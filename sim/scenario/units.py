@@ -70,7 +70,8 @@ def format_number(value: float) -> str:
     """Render a number compactly: ``0``, ``1.5``, ``7200``, ``1e-06``, ``nan``."""
     if isinstance(value, int):
         text = str(value)
-        return text if len(text) <= 20 else f"{value:.3e}"
+        # Decimal, not float: an integer beyond 1.8e308 would overflow a float
+        return text if len(text) <= 20 else f"{Decimal(value):.3e}"
     if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.6g}"

@@ -26,6 +26,21 @@ from sim.services.bus import MessageBus
 
 T = TypeVar("T")
 _ABSENT: Any = object()
+_RANK = attrgetter("_rank")
+
+
+class _Transaction:
+    """What the parts of one unit of work share: is a transaction open, which parts joined it.
+
+    A part joins (its ``_begin`` runs) the first time the transaction uses it, so a
+    transaction costs in proportion to the parts it touches, not to all of them.
+    """
+
+    __slots__ = ("joined", "open")
+
+    def __init__(self) -> None:
+        self.open = False
+        self.joined: list[Any] = []
 
 
 class TransactionError(DomainError):
@@ -41,6 +56,8 @@ class Repository(Generic[T]):
         self._items: dict[Any, T] = {}
         self._undo: dict[Any, T] | None = None
         self._seen: list[T] = []
+        self._txn = _Transaction()  # the unit of work's, once it adopts this repository
+        self._rank = 0
 
     # --- reading and writing -----------------------------------------------------------
     def get(self, key: Any) -> T:
@@ -76,6 +93,8 @@ class Repository(Generic[T]):
         key = self._key(item)
         if key in self._items:
             raise AlreadyExists(f"{self.kind} {key!r} already exists")
+        if self._undo is None and self._txn.open:
+            self._join()
         if self._undo is not None:
             self._undo.setdefault(key, _ABSENT)
         self._items[key] = item
@@ -101,9 +120,20 @@ class Repository(Generic[T]):
 
     # --- the transaction protocol (called by the unit of work) ---------------------------
     def _track(self, key: Any, item: T) -> None:
-        if self._undo is not None and key not in self._undo:
-            self._undo[key] = copy.deepcopy(item)
+        undo = self._undo
+        if undo is None:
+            if not self._txn.open:
+                return
+            self._join()
+            undo = self._undo
+            assert undo is not None
+        if key not in undo:
+            undo[key] = copy.deepcopy(item)
             self._seen.append(item)
+
+    def _join(self) -> None:
+        self._begin()
+        self._txn.joined.append(self)
 
     def _begin(self) -> None:
         self._undo = {}
@@ -137,9 +167,14 @@ class AppendLog(Generic[T]):
         self.kind = kind
         self._entries: list[T] = []
         self._mark: int | None = None
+        self._txn = _Transaction()  # the unit of work's, once it adopts this log
+        self._rank = 0
 
     def append(self, entry: T) -> T:
         """Append one entry."""
+        if self._mark is None and self._txn.open:
+            self._begin()
+            self._txn.joined.append(self)
         self._entries.append(entry)
         return entry
 
@@ -168,7 +203,9 @@ class UnitOfWork:
     """One transaction over every repository of the shop (in memory).
 
     Use it as ``with uow: ...; uow.commit()``. Subclasses for real storage keep the same
-    attributes and override the ``_begin`` / ``_commit`` / ``_rollback`` hooks.
+    attributes and override the ``_begin`` / ``_commit`` / ``_rollback`` hooks. A repository
+    or log joins the transaction (its ``_begin`` runs) the first time the transaction uses
+    it; commit and rollback visit the parts that joined, in the order of declaration.
     """
 
     def __init__(self, bus: MessageBus | None = None) -> None:
@@ -192,6 +229,9 @@ class UnitOfWork:
         self._parts: tuple[Repository[Any] | AppendLog[Any], ...] = tuple(
             v for v in vars(self).values() if isinstance(v, Repository | AppendLog)
         )
+        self._txn = _Transaction()
+        for rank, part in enumerate(self._parts):
+            part._txn, part._rank = self._txn, rank
         self._active = False
         self._committed: list[DomainEvent] = []
         self._sequences: dict[str, int] = {}
@@ -214,8 +254,7 @@ class UnitOfWork:
         """Begin a transaction."""
         if self._active:
             raise TransactionError("a transaction is already open on this unit of work")
-        for part in self._parts:
-            part._begin()
+        self._txn.open = True
         self._active = True
         return self
 
@@ -223,14 +262,22 @@ class UnitOfWork:
         """Make every change of the transaction permanent; events go out when the block ends."""
         if not self._active:
             raise TransactionError("commit with no open transaction")
-        for part in self._parts:
+        joined = self._txn.joined
+        if len(joined) > 1:
+            joined.sort(key=_RANK)
+        for part in joined:
             self._committed.extend(part._commit())
-        self._active = False
+        self._close()
 
     def rollback(self) -> None:
         """Undo every change made since the transaction began."""
-        for part in self._parts:
+        for part in self._txn.joined:
             part._rollback()
+        self._close()
+
+    def _close(self) -> None:
+        self._txn.open = False
+        self._txn.joined = []
         self._active = False
 
     def __exit__(

@@ -592,11 +592,6 @@ def test_report_on_a_folder_that_is_not_a_run_exits_2_with_a_clear_message(tmp_p
     assert tree(tmp_path) == ["empty"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cmd_report only checks that summary.json exists; rebuild_report's "
-    "FileNotFoundError (a missing CSV) escapes main() as a traceback with exit status 1",
-)
 def test_report_on_a_run_folder_missing_a_csv_exits_2_naming_the_file(smoke_run, tmp_path):
     _, original = smoke_run
     folder = tmp_path / "damaged"
@@ -608,11 +603,6 @@ def test_report_on_a_run_folder_missing_a_csv_exits_2_naming_the_file(smoke_run,
     assert "requests.csv" in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a summary.json that is not JSON raises json.JSONDecodeError in rebuild_report: "
-    "traceback and exit status 1 instead of exit 2 and a message",
-)
 def test_report_on_a_run_folder_with_a_corrupt_summary_exits_2(tmp_path):
     folder = tmp_path / "corrupt"
     folder.mkdir()
@@ -745,11 +735,6 @@ def test_an_earlier_report_at_out_survives_failed_and_interrupted_runs(tmp_path)
     assert tree(tmp_path) == sorted(["out", *(f"out/{k}" for k in earlier)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--out inside a regular file: the run simulates, then Path.mkdir raises "
-    "FileExistsError in _staged; traceback and exit status 1 instead of exit 2",
-)
 def test_an_out_folder_inside_a_file_is_bad_input(tmp_path):
     (tmp_path / "afile").write_text("mine\n", encoding="utf-8")
     proc = cli("run", SMOKE, *QUICK, "--out", tmp_path / "afile" / "run")
@@ -759,12 +744,6 @@ def test_an_out_folder_inside_a_file_is_bad_input(tmp_path):
     assert (tmp_path / "afile").read_text(encoding="utf-8") == "mine\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_staged replaces whatever is at --out: a folder that is not a run folder (here one "
-    "holding notes.txt) is renamed to .NAME.old and deleted, so `--out reports` or `--out ~` "
-    "silently destroys the user's files; it should be refused (exit 2) like other bad input",
-)
 def test_out_an_existing_folder_that_is_not_a_run_is_left_alone(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -878,7 +857,7 @@ def test_a_failed_audit_exits_3_names_the_rule_and_still_writes_the_report(
     tmp_path, monkeypatch, capsys
 ):
     rule = "coupon over its limit: WELCOME10"
-    monkeypatch.setattr(sim.engine.runner, "audit", lambda world: Audit((rule,)))
+    monkeypatch.setattr(sim.engine.runner, "audit", lambda world, frames: Audit((rule,)))
     out = tmp_path / "run"
     status = sim.cli.main(["run", str(SMOKE), *QUICK, "--out", str(out)])
     captured = capsys.readouterr()

@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.domain.ledger import reconcile
-from sim.domain.money import Money
 from sim.engine import runner
-from sim.engine.runner import PROGRESS_STEPS, Audit, RunResult, audit, collect_frames, run
+from sim.engine.runner import PROGRESS_STEPS, Audit, RunResult, collect_frames, run
 from sim.engine.shoppers import CLOSED_SID_BASE
 from sim.engine.world import build_world
 from sim.scenario import apply_overrides, parse_scenario
@@ -328,37 +327,10 @@ def test_a_heavy_run_with_coupon_usage_limits_keeps_the_books(seed, monkeypatch)
     assert worlds[0].uow.coupons.find_readonly("FIVE").used == 5
 
 
-# --- the audit and the frames --------------------------------------------------------------------
+# --- the frames ----------------------------------------------------------------------------------
 
 
-def test_audit_names_every_broken_rule():
-    world = world_of(
-        tiny({"coupons": [{"code": "ONE", "kind": "percent", "value": 10, "usage_limit": 1}]})
-    )
-    assert audit(world) == Audit(())
-    order_id, _ = paid_order(world)
-    assert audit(world).ok
-    item = world.uow.stock.find_readonly(world.skus[1])
-    item.reserved = item.on_hand + 2
-    world.uow.coupons.find_readonly("ONE").used = 2
-    order = world.uow.orders.find_readonly(order_id)
-    order.refunded = Money(100)
-    violations = audit(world).violations
-    assert violations[0] == f"negative stock: {world.skus[1]} available=-2"
-    assert violations[1].startswith(f"stock invariant: {world.skus[1]}: 102 reserved exceeds")
-    assert violations[2].startswith(f"ledger amount_mismatch: {order_id} ")
-    assert violations[3] == "coupon over its limit: ONE"
-    net = order.total.minor
-    assert violations[4] == f"money: ledger balance {net} != sum of paid orders {net - 100}"
-    assert len(violations) == 5
-    assert not audit(world).ok
-
-
-def test_audit_flags_an_order_in_an_unknown_state():
-    world = world_of(tiny())
-    order_id, _ = paid_order(world)
-    world.uow.orders.find_readonly(order_id).status = "lost"
-    assert audit(world).violations == (f"illegal order state: {order_id} lost",)
+# (the audit's own tests are in tests/engine/test_audit.py)
 
 
 def test_collect_frames_of_an_idle_world_have_their_columns():

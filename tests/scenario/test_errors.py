@@ -376,19 +376,19 @@ CASES = [
         ["faults", 0],
         {"bogus": 1},
         "faults.0",
-        "a fault has exactly one of outage, latency_spike, cache_flush, pool_shrink, ghost_success (keys given: bogus)",
+        "a fault has exactly one of outage, latency_spike, cache_flush, pool_shrink, ghost_success, breakdown (keys given: bogus)",
     ),
     (
         ["faults", 0],
         {"outage": "cache", "cache_flush": 1},
         "faults.0",
-        "a fault has exactly one of outage, latency_spike, cache_flush, pool_shrink, ghost_success (keys given: outage, cache_flush)",
+        "a fault has exactly one of outage, latency_spike, cache_flush, pool_shrink, ghost_success, breakdown (keys given: outage, cache_flush)",
     ),
     (
         ["faults", 0],
         "outage",
         "faults.0",
-        "expected a fault (a mapping with one of outage, latency_spike, cache_flush, pool_shrink, ghost_success), got 'outage'",
+        "expected a fault (a mapping with one of outage, latency_spike, cache_flush, pool_shrink, ghost_success, breakdown), got 'outage'",
     ),
 ]
 

@@ -314,7 +314,7 @@ def test_overrides_are_validated_like_the_file():
         (
             "faults.0.bogus=1",
             "faults.0.bogus",
-            "override 'faults.0.bogus=1': unknown key (allowed: outage, at, duration, latency_spike, factor, cache_flush, pool_shrink, ghost_success, share)",
+            "override 'faults.0.bogus=1': unknown key (allowed: outage, at, duration, latency_spike, factor, cache_flush, pool_shrink, ghost_success, share, breakdown, mtbf, mttr, until)",
         ),
         ("horizon.x=4", "horizon.x", "override 'horizon.x=4': horizon takes a value, not keys"),
         (

@@ -1,0 +1,509 @@
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from sim.analysis.compare import (
+    Comparison,
+    RunSummary,
+    UnknownKpi,
+    Variant,
+    compare,
+    grid_variants,
+    kpi_values,
+    lookup,
+    paired_difference,
+    parse_vary,
+    replicate,
+    run_many,
+    scenario_variants,
+    split_values,
+    station_of_path,
+    summarize_run,
+    unpaired_difference,
+)
+from sim.analysis.executors import InProcessExecutor
+from sim.analysis.stats import (
+    MeanCI,
+    mean_ci,
+    precise_enough,
+    relative_half_width,
+    replications_needed,
+)
+from sim.engine.runner import run
+from sim.scenario import ScenarioError, load_scenario
+from tests.analysis._queues import mmc
+
+SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
+NAN = float("nan")
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as data, NaN equal to NaN."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+# --- parsing --vary -------------------------------------------------------------------------------
+
+
+def test_split_values_respects_brackets_and_quotes():
+    assert split_values("8,12, 16") == ["8", "12", "16"]
+    assert split_values("{exponential: {mean: 5ms}},{constant: 1ms}") == [
+        "{exponential: {mean: 5ms}}",
+        "{constant: 1ms}",
+    ]
+    assert split_values("[1, 2],'a,b',\"c,d\"") == ["[1, 2]", "'a,b'", '"c,d"']
+
+
+def test_parse_vary():
+    assert parse_vary("stations.app.servers=8,12,16,24") == (
+        "stations.app.servers",
+        ["8", "12", "16", "24"],
+    )
+    assert parse_vary(" stations.app.servers = 8") == ("stations.app.servers", ["8"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("stations.app.servers", "is not of the form key.path=value1,value2"),
+        ("=1,2", "has no key path"),
+        ("stations.app.servers=8,,12", "has an empty value"),
+        ("stations.app.servers=", "has an empty value"),
+        ("stations.app.servers=8,12,8", "repeats the value '8'"),
+    ],
+)
+def test_parse_vary_rejects(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_vary(text)
+
+
+# --- variants -------------------------------------------------------------------------------------
+
+
+def test_grid_variants_one_key():
+    variants = grid_variants(SMOKE, [("stations.app.servers", ["2", "6"])], ["horizon=1m"])
+    assert [v.label for v in variants] == ["servers=2", "servers=6"]
+    assert [v.scenario.stations.app.servers for v in variants] == [2, 6]
+    assert all(v.scenario.horizon == 60.0 for v in variants)
+    assert variants[0].settings == (("stations.app.servers", "2"),)
+    assert variants[1].value("stations.app.servers") == 6
+    assert variants[0].source == str(SMOKE)
+
+
+def test_grid_variants_of_two_keys_is_the_grid_in_order():
+    variants = grid_variants(
+        SMOKE,
+        [("stations.app.servers", ["2", "4"]), ("stations.database.query", ["{constant: 1ms}"])],
+    )
+    assert [v.label for v in variants] == [
+        "servers=2, query={constant: 1ms}",
+        "servers=4, query={constant: 1ms}",
+    ]
+    assert variants[1].value("stations.database.query") == {"constant": 0.001}
+
+
+def test_grid_variants_names_clashing_keys_in_full():
+    variants = grid_variants(
+        SMOKE, [("stations.app.servers", ["2"]), ("stations.cache.servers", ["1", "3"])]
+    )
+    assert variants[1].label == "stations.app.servers=2, stations.cache.servers=3"
+    assert variants[1].value("payments.gateways.card-a.servers") == 4
+
+
+def test_grid_variants_validate_every_value():
+    with pytest.raises(ScenarioError) as err:
+        grid_variants(SMOKE, [("stations.app.servers", ["2", "0"])])
+    assert "stations.app.servers" in str(err.value) and "smoke.yaml" in str(err.value)
+    with pytest.raises(ScenarioError, match="unknown key"):
+        grid_variants(SMOKE, [("stations.app.cores", ["2"])])
+    with pytest.raises(ValueError, match=r"names 'stations\.app\.servers' more than once"):
+        grid_variants(SMOKE, [("stations.app.servers", ["2"]), ("stations.app.servers", ["3"])])
+
+
+def test_scenario_variants_of_files(tmp_path):
+    copy = tmp_path / "other.yaml"
+    shutil.copy(SMOKE, copy)
+    variants = scenario_variants([SMOKE, copy])
+    assert [v.label for v in variants] == ["smoke", "other"]  # same name: the file stems
+    again = scenario_variants([SMOKE, SMOKE])
+    assert [v.label for v in again] == ["smoke (1)", "smoke (2)"]
+    crossed = scenario_variants([SMOKE, copy], [("stations.app.servers", ["1", "2"])])
+    assert [v.label for v in crossed] == [
+        "smoke [servers=1]",
+        "smoke [servers=2]",
+        "other [servers=1]",
+        "other [servers=2]",
+    ]
+    single = scenario_variants([SMOKE], [("stations.app.servers", ["1", "2"])])
+    assert [v.label for v in single] == ["servers=1", "servers=2"]
+
+
+def test_lookup_follows_overrides_paths():
+    data = load_scenario(SMOKE).to_data()
+    assert lookup(data, "stations.app.servers") == 4
+    assert lookup(data, "payments.gateways.card-b.servers") == lookup(
+        data, "payments.gateways.1.servers"
+    )
+    assert lookup(data, "stations.app.nothing") is None
+    assert lookup(data, "payments.gateways.nobody.servers") is None
+    assert lookup(data, "stations.app.servers.more") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "station"),
+    [
+        ("stations.app.servers", "app"),
+        ("stations.database.pool", "database"),
+        ("stations.cache.servers", "cache"),
+        ("payments.gateways.card-a.servers", "gateway:card-a"),
+        ("fulfilment.warehouses.east.workers", "warehouse:east"),
+        ("arrivals.rate", None),
+        ("stations", None),
+    ],
+)
+def test_station_of_path(path, station):
+    assert station_of_path(path) == station
+
+
+# --- differences ----------------------------------------------------------------------------------
+
+
+def test_paired_difference_matches_scipy():
+    a = np.array([1.0, 2, 3, 4, 6])
+    b = np.array([1.5, 1, 2.5, 2.0, 7])
+    ci, p = paired_difference(a, b)
+    reference = scipy_stats.ttest_rel(a, b)
+    interval = reference.confidence_interval(0.95)
+    assert ci.mean == pytest.approx(0.4)
+    assert (ci.low, ci.high) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    assert p == pytest.approx(reference.pvalue, rel=1e-12)
+    assert ci.n == 5
+
+
+def test_paired_difference_edge_cases():
+    ci, p = paired_difference([1.0, NAN, 3.0, 5.0], [0.0, 1.0, NAN, 4.0])  # pairs 0 and 3 only
+    assert (ci.n, ci.mean) == (2, 1.0) and (ci.half_width, p) == (0.0, 0.0)
+    ci, p = paired_difference([1.0, 2.0], [1.0, 2.0])
+    assert (ci.mean, ci.half_width, p) == (0.0, 0.0, 1.0)
+    ci, p = paired_difference([1.0], [0.0])
+    assert ci.n == 1 and math.isnan(ci.half_width) and math.isnan(p)
+    ci, p = paired_difference([NAN], [0.0])
+    assert ci.n == 0 and math.isnan(ci.mean) and math.isnan(p)
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_unpaired_difference_is_welch():
+    a = np.array([1.0, 2, 3, 4, 6])
+    b = np.array([1.5, 1, 2.5, 2.0, 7, NAN])
+    ci = unpaired_difference(a, b)
+    interval = scipy_stats.ttest_ind(a, b[:5], equal_var=False).confidence_interval(0.95)
+    assert (ci.low, ci.high) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    assert ci.n == 5
+    assert unpaired_difference([1.0, 1.0], [2.0, 2.0]) == MeanCI(-1.0, 0.0, -1.0, -1.0, 2)
+    one = unpaired_difference([1.0], [2.0, 3.0])
+    assert one.mean == -1.5 and math.isnan(one.half_width)
+    assert unpaired_difference([], [1.0]).n == 0
+
+
+# --- the comparison, on made-up summaries ---------------------------------------------------------
+
+
+def _summary(label: str, replication: int, **kpis: float) -> RunSummary:
+    nested: dict = {}
+    for key, value in kpis.items():
+        node = nested
+        *parents, leaf = key.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return RunSummary(label, 1, replication, nested, 0.0, False, False, (), (), 0.1)
+
+
+@pytest.fixture(scope="module")
+def made_up() -> Comparison:
+    base, fast, faster = mmc(10, 1), mmc(10, 2), mmc(10, 3)
+    variants = (
+        Variant("one", base, (("stations.app.servers", "1"),)),
+        Variant("two", fast, (("stations.app.servers", "2"),)),
+        Variant("three", faster, (("stations.app.servers", "3"),)),
+    )
+    lat = {"one": [0.30, 0.35, 0.32, 0.40], "two": [0.20, 0.26, 0.21, 0.29]}
+    offsets = (0.002, -0.004, 0.003, -0.005)  # three is lower on average, but not consistently
+    lat["three"] = [v + d for v, d in zip(lat["two"], offsets, strict=True)]
+    summaries = {
+        label: [
+            _summary(
+                label,
+                i,
+                latency__mean=lat[label][i],
+                throughput=5.0,
+                payment_success=NAN if label == "one" else 0.9 + 0.01 * i,
+                conversion=NAN,
+                orders_by_state__paid=3.0 if label == "one" and i == 0 else None,
+            )
+            for i in range(4)
+        ]
+        for label in ("one", "two", "three")
+    }
+    for rows in summaries.values():
+        for s in rows:
+            s.kpis["orders_by_state"] = {
+                k: v for k, v in s.kpis["orders_by_state"].items() if v is not None
+            }
+    return Comparison(
+        variants=variants,
+        summaries=summaries,
+        seed=1,
+        replications=4,
+        parameters=("stations.app.servers",),
+    )
+
+
+def test_comparison_table_rows_and_columns(made_up):
+    table = made_up.table()
+    assert list(table.columns) == [
+        "variant",
+        "stations.app.servers",
+        "kpi",
+        "n",
+        "mean",
+        "half_width",
+        "low",
+        "high",
+        "diff",
+        "diff_half_width",
+        "diff_low",
+        "diff_high",
+        "p_value",
+        "significant",
+        "unpaired_half_width",
+    ]
+    assert list(table["variant"].unique()) == ["one", "two", "three"]
+    assert list(table["stations.app.servers"].unique()) == [1, 2, 3]
+    row = table[(table["variant"] == "two") & (table["kpi"] == "latency.mean")].iloc[0]
+    ci = mean_ci([0.20, 0.26, 0.21, 0.29])
+    diff, p = paired_difference([0.20, 0.26, 0.21, 0.29], [0.30, 0.35, 0.32, 0.40])
+    assert (row["n"], row["mean"], row["half_width"]) == (4, ci.mean, ci.half_width)
+    assert (row["diff"], row["diff_half_width"], row["p_value"]) == (
+        pytest.approx(diff.mean),
+        pytest.approx(diff.half_width),
+        pytest.approx(p),
+    )
+    assert bool(row["significant"]) is True
+    base = table[(table["variant"] == "one") & (table["kpi"] == "latency.mean")].iloc[0]
+    assert math.isnan(base["diff"]) and not base["significant"]
+    counts = table[table["kpi"] == "orders_by_state.paid"].set_index("variant")["mean"]
+    assert counts.to_dict() == {"one": 0.75, "two": 0.0, "three": 0.0}  # missing counts are 0
+    assert made_up.table() is not made_up.table()  # a copy each time
+
+
+def test_comparison_verdicts(made_up):
+    latency = made_up.verdict("latency.mean")
+    assert (latency.best, latency.runner_up, latency.direction) == ("three", "two", "lower")
+    assert latency.difference.mean == pytest.approx(-0.001)
+    assert latency.difference.low < 0 < latency.difference.high
+    assert not latency.established and not latency.tie
+    assert 0.5 < latency.p_value < 1.0
+    two_vs_one = made_up.difference("two", "latency.mean")
+    assert two_vs_one[0].mean == pytest.approx(-0.1025)
+    throughput = made_up.verdict("throughput")
+    assert throughput.tie and throughput.best == "one"
+    success = made_up.verdict("payment_success")
+    assert (success.variants_with_data, success.best, success.runner_up) == (2, "two", "three")
+    assert success.difference.mean == 0.0 and success.p_value == 1.0
+    nothing = made_up.verdict("conversion")
+    assert nothing.best is None and nothing.variants_with_data == 0
+    with pytest.raises(ValueError, match="direction"):
+        made_up.verdict("latency.mean", "sideways")
+    keys = [v.kpi for v in made_up.verdicts()]
+    assert keys == ["throughput", "latency.mean", "conversion", "payment_success"]
+
+
+def test_verdict_established_and_higher_is_better():
+    scenario = mmc(10, 1)
+    variants = (Variant("a", scenario), Variant("b", scenario))
+    summaries = {
+        "a": [_summary("a", i, revenue_cents=100.0 + i) for i in range(3)],
+        "b": [_summary("b", i, revenue_cents=110.0 + i + 0.1 * (i == 1)) for i in range(3)],
+    }
+    comparison = Comparison(variants, summaries, seed=1, replications=3)
+    verdict = comparison.verdict("revenue_cents")
+    assert (verdict.best, verdict.runner_up, verdict.established) == ("b", "a", True)
+    assert verdict.confidence > 0.99
+    alone = Comparison(
+        variants,
+        {"a": [_summary("a", 0, cache_hit_rate=0.5)], "b": [_summary("b", 0)]},
+        seed=1,
+        replications=1,
+    )
+    single = alone.verdict("cache_hit_rate")
+    assert (single.best, single.runner_up, single.variants_with_data) == ("a", None, 1)
+    assert math.isnan(single.confidence)
+
+
+# --- sequential stopping helpers ------------------------------------------------------------------
+
+
+def test_relative_half_width_and_replications_needed():
+    ci = MeanCI(10.0, 1.0, 9.0, 11.0, 5)
+    assert relative_half_width(ci) == 0.1
+    assert replications_needed(ci, 0.05) == 20  # 5 * (0.1 / 0.05)^2
+    assert replications_needed(ci, 0.1) == 5
+    assert replications_needed(MeanCI(10.0, 1.1, 8.9, 11.1, 5), 0.1) == 7  # ceil(6.05)
+    assert relative_half_width(MeanCI(0.0, 0.0, 0.0, 0.0, 3)) == 0.0
+    assert relative_half_width(MeanCI(0.0, 1.0, -1.0, 1.0, 3)) == math.inf
+    assert relative_half_width(MeanCI(2.0, NAN, NAN, NAN, 1)) == math.inf
+    assert replications_needed(MeanCI(2.0, NAN, NAN, NAN, 1), 0.05) == 2
+    assert precise_enough([ci, MeanCI(1.0, 0.01, 0.99, 1.01, 4)], 0.1)
+    assert not precise_enough([ci], 0.09)
+    with pytest.raises(ValueError, match="precision must be in"):
+        replications_needed(ci, 1.0)
+
+
+# --- replications with common random numbers ------------------------------------------------------
+
+
+def test_replicate_uses_the_same_seeds_for_every_variant():
+    one, two = mmc(20, 1), mmc(20, 2)
+    done = replicate([Variant("one", one), Variant("two", two)], 2, seed=5)
+    assert done.rounds == (2,) and done.precise is None
+    for label, scenario in (("one", one), ("two", two)):
+        rows = done.summaries[label]
+        assert [(s.seed, s.replication, s.label) for s in rows] == [(5, 0, label), (5, 1, label)]
+        direct = summarize_run(run(scenario, 5, replication=1), label)
+        assert _same(rows[1].kpis, direct.kpis)
+    # the arrivals stream is shared: the same sessions whatever the capacity
+    assert (
+        kpi_values(done.summaries["one"], "sessions_per_second").tolist()
+        == kpi_values(done.summaries["two"], "sessions_per_second").tolist()
+    )
+
+
+def test_replicate_adds_rounds_until_precise():
+    variant = Variant("mm1", mmc(20, 1))
+    seen = []
+    done = replicate(
+        [variant],
+        2,
+        seed=3,
+        precision=0.05,
+        precision_kpis=["service.app"],
+        max_replications=40,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    rows = done.summaries["mm1"]
+    assert done.precise is True
+    assert done.rounds[0] == 2 and len(done.rounds) >= 2 and done.rounds[-1] == len(rows)
+    assert list(done.rounds) == sorted(set(done.rounds))
+    ci = mean_ci(kpi_values(rows, "service.app"))
+    assert relative_half_width(ci) <= 0.05
+    # the round before was not precise enough
+    before = mean_ci(kpi_values(rows[: done.rounds[-2]], "service.app"))
+    assert relative_half_width(before) > 0.05
+    assert seen[-1] == (len(rows), len(rows))
+
+
+def test_replicate_stops_at_the_cap():
+    done = replicate(
+        [Variant("mm1", mmc(20, 1))],
+        2,
+        seed=3,
+        precision=0.001,
+        precision_kpis=["latency.p95"],
+        max_replications=3,
+    )
+    assert done.precise is False and done.rounds == (2, 3)
+    assert len(done.summaries["mm1"]) == 3
+
+
+def test_replicate_rejects_bad_arguments():
+    variant = Variant("x", mmc(20, 1))
+    with pytest.raises(ValueError, match="at least one variant"):
+        replicate([], 2)
+    with pytest.raises(ValueError, match="labels must be unique"):
+        replicate([variant, variant], 2)
+    with pytest.raises(ValueError, match="replications must be >= 1"):
+        replicate([variant], 0)
+    with pytest.raises(ValueError, match="precision must be in"):
+        replicate([variant], 2, precision=1.5)
+    with pytest.raises(ValueError, match=r"max_replications \(1\) must be >= replications"):
+        replicate([variant], 2, precision=0.1, max_replications=1)
+    with pytest.raises(UnknownKpi, match=r"precision KPI 'latency\.p96': no such KPI"):
+        replicate([variant], 2, precision=0.1, precision_kpis=["latency.p96"])
+    with pytest.raises(ValueError, match="at least two variants"):
+        compare([variant], 2)
+
+
+def test_run_many_on_an_executor_matches_in_process():
+    scenario = load_scenario(SMOKE, ["horizon=30s", "warmup=0"])
+    ticks = []
+    here = run_many(scenario, 2, seed=4)
+    there = run_many(
+        scenario,
+        2,
+        seed=4,
+        executor=InProcessExecutor(),
+        progress=lambda i, now, horizon: ticks.append((i, now, horizon)),
+    )
+    assert _same([r.kpis for r in here], [r.kpis for r in there])
+    assert [(r.seed, r.replication) for r in there] == [(4, 0), (4, 1)]
+    assert ticks == [(0, 30.0, 30.0), (1, 30.0, 30.0)]
+    with pytest.raises(ValueError, match="replications must be >= 1"):
+        run_many(scenario, 0)
+
+
+def test_common_random_numbers_make_the_paired_interval_much_narrower():
+    """A variant that changes only app-server capacity: paired vs unpaired CI of the mean."""
+    variants = grid_variants(
+        SMOKE,
+        [("stations.app.servers", ["3", "4"])],
+        ["horizon=90s", "warmup=10s", "arrivals.rate=4/s", "faults=[]"],
+    )
+    comparison = compare(variants, 6, seed=7)
+    row = comparison.table().set_index(["variant", "kpi"]).loc[("servers=4", "latency.mean")]
+    paired, unpaired = row["diff_half_width"], row["unpaired_half_width"]
+    message = (
+        f"mean response time servers=4 - servers=3: {row['diff'] * 1000:.3f} ms; 95 % half-width "
+        f"paired (CRN) {paired * 1000:.3f} ms vs unpaired {unpaired * 1000:.3f} ms "
+        f"(ratio {paired / unpaired:.2f})"
+    )
+    print(message)
+    assert paired < 0.4 * unpaired, message
+    assert bool(row["significant"]) and row["diff"] < 0, message
+
+
+def test_precision_ignores_a_kpi_without_data():
+    done = replicate(
+        [Variant("mm1", mmc(20, 1))],
+        2,
+        seed=3,
+        precision=0.5,
+        precision_kpis=["service.app", "checkout_latency.p95"],  # one page: no checkout at all
+        max_replications=4,
+    )
+    assert done.precise is True and done.rounds == (2,)
+
+
+def test_table_shows_settings_that_are_not_numbers():
+    variants = grid_variants(
+        SMOKE, [("stations.database.query", ["{constant: 1ms}", "{constant: 2ms}"])]
+    )
+    summaries = {v.label: [_summary(v.label, 0, throughput=1.0)] for v in variants}
+    comparison = Comparison(
+        tuple(variants),
+        summaries,
+        seed=1,
+        replications=1,
+        parameters=("stations.database.query", "stations.nothing"),
+    )
+    table = comparison.table()
+    assert list(table["stations.database.query"]) == ["{'constant': 0.001}", "{'constant': 0.002}"]
+    assert table["stations.nothing"].isna().all()

@@ -1,0 +1,410 @@
+"""Hypothesis stateful tests of the shop through its use cases: every interleaving keeps the books.
+
+A RuleBasedStateMachine drives the handlers with random interleavings of register, login (right
+and wrong passwords), add to cart, apply a coupon, check out, begin a payment, the gateway's
+answers (approved, declined, failed, timed out), replays of a payment request, abandoning a
+payment, cancelling (by the customer, an admin, or another customer, who is refused), shipping,
+delivering, returns (requested, received, refunded), reservation expiry and supplier restocks.
+After every step the end-of-run audit of the books (:func:`sim.engine.audit.audit_books`) must
+find nothing: the ledger reconciles, money balances, stock is conserved, coupon limits hold,
+nobody is charged twice, and every order and payment is final or explicitly in flight.
+
+Cancelling or expiring an order while its payment is still at the gateway is left out of the
+machine: it strands the payment, a known bug (``test_cancelling_while_the_gateway_holds_the_
+payment_closes_it``, marked xfail).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from sim.domain import inventory
+from sim.domain.catalog import Product
+from sim.domain.coupons import FIXED, PERCENT, Coupon
+from sim.domain.errors import (
+    AccountLocked,
+    AuthenticationFailed,
+    CouponRejected,
+    EmptyCart,
+    OutOfStock,
+    PermissionDenied,
+)
+from sim.domain.inventory import StockItem
+from sim.domain.money import Money
+from sim.domain.orders import OrderStatus
+from sim.domain.payments import Card, PaymentStatus
+from sim.domain.users import LoginPolicy, PasswordHasher, Role
+from sim.engine.audit import audit_books
+from sim.services.handlers import accounts, fulfilment, shopping
+from sim.services.policies import ShopPolicies
+from sim.services.store import UnitOfWork
+from sim.services.subscribers import attach_subscribers
+from tests.stress import tally
+
+PASSWORD = "Stateful-pass-42"
+STOCK = {"SKU-A": 4, "SKU-B": 2, "SKU-C": 10, "SKU-D": 1}
+PRICES = {"SKU-A": 1250, "SKU-B": 4500, "SKU-C": 199, "SKU-D": 89_900}
+CODES = ["TEN", "LIMITED", "ONCE", "STACK-A", "STACK-B", "MIN50"]
+CARD = Card("4242424242424242", 12, 2030, "State Machine", "US")
+
+
+def _coupons() -> list[Coupon]:
+    return [
+        Coupon.create("TEN", PERCENT, 1000),
+        Coupon.create("LIMITED", FIXED, Money(300), usage_limit=2),
+        Coupon.create("ONCE", PERCENT, 1500, per_customer_limit=1),
+        Coupon.create("STACK-A", PERCENT, 500, stackable=True, usage_limit=3),
+        Coupon.create("STACK-B", FIXED, Money(100), stackable=True),
+        Coupon.create("MIN50", FIXED, Money(700), min_purchase=Money(5000)),
+    ]
+
+
+class Shop(RuleBasedStateMachine):
+    """The shop, driven through its handlers; the audit is the invariant."""
+
+    @initialize()
+    def open_shop(self) -> None:
+        self.hasher = PasswordHasher(iterations=1)
+        self.policies = ShopPolicies(
+            hasher=self.hasher, login=LoginPolicy(max_failures=3, lockout_seconds=600)
+        )
+        self.uow = attach_subscribers(UnitOfWork())
+        self.now = 1.0
+        self.admin = accounts.register(
+            self.uow, "root@shop.example", PASSWORD, 0.0, role=Role.ADMIN, hasher=self.hasher
+        )
+        self.customers: list[str] = []
+        self.emails: dict[str, str] = {}
+        self.open: dict[str, str] = {}  # order id -> payment id still at the gateway
+        self.keys: dict[str, str] = {}  # order id -> idempotency key of its payment
+        with self.uow:
+            for sku, price in PRICES.items():
+                self.uow.products.add(
+                    Product.create(sku, sku.title(), f"{sku} for tests", "cat", Money(price), 0.0)
+                )
+                self.uow.stock.add(StockItem(sku, STOCK[sku]))
+            for coupon in _coupons():
+                self.uow.coupons.add(coupon)
+            self.uow.commit()
+        for _ in range(2):
+            self.register()
+        tally.add("stateful_examples")
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _orders(self, *statuses: OrderStatus) -> list[str]:
+        return sorted(o.id for o in self.uow.orders.values() if o.status in statuses)
+
+    def _settled(self, *statuses: OrderStatus) -> list[str]:
+        return [o for o in self._orders(*statuses) if o not in self.open]
+
+    def _tick(self, seconds: float = 1.0) -> float:
+        self.now += seconds
+        return self.now
+
+    # --- accounts --------------------------------------------------------------------------
+    @rule()
+    def register(self) -> None:
+        email = f"shopper{len(self.customers)}@example.com"
+        user = accounts.register(self.uow, email, PASSWORD, self.now, hasher=self.hasher)
+        self.customers.append(user)
+        self.emails[user] = email
+
+    @rule(data=st.data(), right=st.booleans())
+    def login(self, data: st.DataObject, right: bool) -> None:
+        user = data.draw(st.sampled_from(self.customers))
+        password = PASSWORD if right else "Wrong-pass-000"
+        try:
+            token = accounts.login(
+                self.uow,
+                self.emails[user],
+                password,
+                self._tick(),
+                hasher=self.hasher,
+                policy=self.policies.login,
+            )
+        except AccountLocked:
+            assert self.uow.users.find_readonly(user).is_locked(self.now)
+            return
+        except AuthenticationFailed:
+            assert not right
+            return
+        assert right
+        assert accounts.authenticate(self.uow, token, self.now, policy=self.policies.login) == user
+
+    # --- the cart and checkout -------------------------------------------------------------
+    @rule(data=st.data(), sku=st.sampled_from(sorted(STOCK)), qty=st.integers(1, 3))
+    def add(self, data: st.DataObject, sku: str, qty: int) -> None:
+        user = data.draw(st.sampled_from(self.customers))
+        shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
+
+    @rule(data=st.data(), code=st.sampled_from(CODES))
+    def coupon(self, data: st.DataObject, code: str) -> None:
+        user = data.draw(st.sampled_from(self.customers))
+        try:
+            shopping.apply_coupon(self.uow, user, code, self._tick(), policies=self.policies)
+        except CouponRejected:
+            tally.add("stateful_coupons_rejected")
+
+    @rule(data=st.data())
+    def checkout(self, data: st.DataObject) -> None:
+        user = data.draw(st.sampled_from(self.customers))
+        try:
+            shopping.checkout(self.uow, user, self._tick(), policies=self.policies)
+        except (EmptyCart, OutOfStock):
+            return
+        except CouponRejected:
+            cart = self.uow.carts.find_readonly(user)
+            for code in list(cart.coupon_codes):
+                shopping.remove_coupon(self.uow, user, code, self.now)
+
+    @rule(
+        data=st.data(),
+        sku=st.sampled_from(sorted(STOCK)),
+        qty=st.integers(1, 2),
+        answer=st.sampled_from(["approved", "approved", "approved", "declined", "timeout"]),
+    )
+    def buy(self, data: st.DataObject, sku: str, qty: int, answer: str) -> None:
+        """A shopper who does it all at once: add, check out, pay (one gateway answer)."""
+        user = data.draw(st.sampled_from(self.customers))
+        shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
+        try:
+            order_id = shopping.checkout(self.uow, user, self._tick(), policies=self.policies)
+        except (OutOfStock, CouponRejected):
+            return
+        key = f"{order_id}@buy"
+        start = shopping.begin_payment(
+            self.uow,
+            order_id,
+            CARD,
+            gateway="card",
+            idempotency_key=key,
+            now=self._tick(),
+            policies=self.policies,
+        )
+        if start.action != "call_gateway":
+            return
+        self.keys[order_id] = key
+        outcome = shopping.record_gateway_answer(
+            self.uow,
+            start.payment_id,
+            answer,
+            self._tick(),  # type: ignore[arg-type]
+        )
+        if outcome == "failed":
+            self.open[order_id] = start.payment_id
+
+    # --- payment -----------------------------------------------------------------------------
+    @rule(data=st.data())
+    def begin_payment(self, data: st.DataObject) -> None:
+        candidates = self._settled(OrderStatus.PENDING)
+        if not candidates:
+            return
+        order_id = data.draw(st.sampled_from(candidates))
+        key = f"{order_id}@{self.now}"
+        start = shopping.begin_payment(
+            self.uow,
+            order_id,
+            CARD,
+            gateway="card",
+            idempotency_key=key,
+            now=self._tick(),
+            policies=self.policies,
+        )
+        if start.action == "call_gateway":
+            self.open[order_id] = start.payment_id
+            self.keys[order_id] = key
+
+    @rule(data=st.data(), answer=st.sampled_from(["approved", "declined", "failed", "timeout"]))
+    def gateway_answers(self, data: st.DataObject, answer: str) -> None:
+        if not self.open:
+            return
+        order_id = data.draw(st.sampled_from(sorted(self.open)))
+        outcome = shopping.record_gateway_answer(
+            self.uow,
+            self.open[order_id],
+            answer,
+            self._tick(),  # type: ignore[arg-type]
+        )
+        if outcome != "failed":
+            del self.open[order_id]
+
+    @rule(data=st.data())
+    def replay(self, data: st.DataObject) -> None:
+        if not self.keys:
+            return
+        order_id = data.draw(st.sampled_from(sorted(self.keys)))
+        start = shopping.begin_payment(
+            self.uow,
+            order_id,
+            CARD,
+            gateway="card",
+            idempotency_key=self.keys[order_id],
+            now=self._tick(),
+            policies=self.policies,
+        )
+        assert start.action == "replayed"
+        tally.add("stateful_replays")
+
+    @rule(data=st.data())
+    def abandon(self, data: st.DataObject) -> None:
+        if not self.open:
+            return
+        order_id = data.draw(st.sampled_from(sorted(self.open)))
+        shopping.abandon_payment(self.uow, self.open.pop(order_id), self._tick())
+
+    # --- after checkout ------------------------------------------------------------------------
+    @rule(data=st.data(), who=st.sampled_from(["owner", "admin", "stranger"]))
+    def cancel(self, data: st.DataObject, who: str) -> None:
+        candidates = self._settled(OrderStatus.PENDING, OrderStatus.PROCESSING)
+        if not candidates:
+            return
+        order_id = data.draw(st.sampled_from(candidates))
+        owner = self.uow.orders.find_readonly(order_id).user_id
+        if who == "stranger":
+            strangers = [c for c in self.customers if c != owner]
+            try:
+                fulfilment.cancel_order(self.uow, strangers[0], order_id, self._tick(), "x")
+            except PermissionDenied:
+                return
+            raise AssertionError(f"{strangers[0]} cancelled {order_id} of {owner}")
+        actor = owner if who == "owner" else self.admin
+        fulfilment.cancel_order(self.uow, actor, order_id, self._tick(), "changed my mind")
+
+    @rule(data=st.data())
+    def ship(self, data: st.DataObject) -> None:
+        candidates = self._orders(OrderStatus.PROCESSING)
+        if candidates:
+            fulfilment.ship_order(self.uow, data.draw(st.sampled_from(candidates)), self._tick())
+
+    @rule(data=st.data())
+    def deliver(self, data: st.DataObject) -> None:
+        candidates = self._orders(OrderStatus.SHIPPED)
+        if candidates:
+            fulfilment.deliver_order(self.uow, data.draw(st.sampled_from(candidates)), self._tick())
+
+    @rule(data=st.data())
+    def ship_and_deliver(self, data: st.DataObject) -> None:
+        candidates = self._orders(OrderStatus.PROCESSING)
+        if candidates:
+            order_id = data.draw(st.sampled_from(candidates))
+            fulfilment.ship_order(self.uow, order_id, self._tick())
+            fulfilment.deliver_order(self.uow, order_id, self._tick())
+
+    @rule(data=st.data())
+    def request_return(self, data: st.DataObject) -> None:
+        candidates = [
+            o
+            for o in self._orders(OrderStatus.DELIVERED, OrderStatus.REFUNDED)
+            if self.uow.orders.find_readonly(o).returnable
+        ]
+        if not candidates:
+            return
+        order_id = data.draw(st.sampled_from(candidates))
+        order = self.uow.orders.find_readonly(order_id)
+        left = order.returnable
+        sku = data.draw(st.sampled_from(sorted(left)))
+        units = {sku: data.draw(st.integers(1, left[sku]))}
+        fulfilment.request_return(self.uow, order.user_id, order_id, units, self._tick())
+
+    @rule(data=st.data())
+    def return_everything(self, data: st.DataObject) -> None:
+        candidates = [
+            o
+            for o in self._orders(OrderStatus.DELIVERED, OrderStatus.REFUNDED)
+            if self.uow.orders.find_readonly(o).returnable
+        ]
+        if candidates:
+            order_id = data.draw(st.sampled_from(candidates))
+            order = self.uow.orders.find_readonly(order_id)
+            units = order.returnable
+            fulfilment.request_return(self.uow, order.user_id, order_id, units, self._tick())
+            fulfilment.receive_return(self.uow, order_id, self._tick())
+            fulfilment.refund_return(self.uow, order_id, self._tick())
+
+    @rule(data=st.data())
+    def receive_return(self, data: st.DataObject) -> None:
+        candidates = self._orders(OrderStatus.RETURN_REQUESTED)
+        if candidates:
+            order_id = data.draw(st.sampled_from(candidates))
+            fulfilment.receive_return(self.uow, order_id, self._tick())
+
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        candidates = self._orders(OrderStatus.RETURNED)
+        if candidates:
+            fulfilment.refund_return(self.uow, data.draw(st.sampled_from(candidates)), self._tick())
+
+    @precondition(lambda self: bool(self._settled(OrderStatus.PENDING)))
+    @rule(minutes=st.sampled_from([1, 10, 20]))
+    def time_passes_and_reservations_expire(self, minutes: int) -> None:
+        now = self._tick(60.0 * minutes)
+        for order_id in self._settled(OrderStatus.PENDING):
+            fulfilment.expire_order(self.uow, order_id, now)
+
+    @rule(sku=st.sampled_from(sorted(STOCK)), qty=st.integers(1, 5))
+    def supplier_restocks(self, sku: str, qty: int) -> None:
+        with self.uow:
+            self.uow.stock.get(sku).restock(qty, inventory.SUPPLIER, self._tick())
+            self.uow.commit()
+
+    # --- the invariant ---------------------------------------------------------------------
+    @invariant()
+    def the_books_balance(self) -> None:
+        books = audit_books(self.uow)
+        assert books.ok, books.violations
+        for order_id, payment_id in self.open.items():
+            payment = self.uow.payments.find_readonly(payment_id)
+            assert payment.status in (PaymentStatus.PENDING, PaymentStatus.FAILED), order_id
+        tally.add("stateful_steps")
+
+    def teardown(self) -> None:
+        uow = getattr(self, "uow", None)
+        for order in uow.orders.values() if uow is not None else ():
+            tally.add(f"stateful_orders_{order.status.value}")
+
+
+TestShop = Shop.TestCase
+TestShop.settings = settings(
+    max_examples=300,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+STRANDED = (
+    "cancel_order and expire_order cancel a pending order without looking for its payment: a "
+    "payment still at the gateway stays pending for ever (audit rule 'payment stranded'), and a "
+    "late approval then raises IllegalTransition on the cancelled order, so the provider's "
+    "authorisation is never voided"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=STRANDED)
+@pytest.mark.parametrize("how", ["cancel", "expire"])
+def test_cancelling_while_the_gateway_holds_the_payment_closes_it(how):
+    shop = Shop()
+    shop.open_shop()
+    user = shop.customers[0]
+    shopping.add_to_cart(shop.uow, user, "SKU-A", 1, 1.0)
+    order_id = shopping.checkout(shop.uow, user, 2.0, policies=shop.policies)
+    start = shopping.begin_payment(
+        shop.uow,
+        order_id,
+        CARD,
+        gateway="card",
+        idempotency_key="k",
+        now=3.0,
+        policies=shop.policies,
+    )
+    if how == "cancel":
+        fulfilment.cancel_order(shop.uow, user, order_id, 4.0, "too slow")
+    else:
+        assert fulfilment.expire_order(shop.uow, order_id, 3.0 + shop.policies.reservation_ttl)
+    # as it should be: the payment is closed with its order, the books have nothing in limbo
+    payment = shop.uow.payments.find_readonly(start.payment_id)
+    assert payment.status not in (PaymentStatus.PENDING, PaymentStatus.FAILED)
+    assert audit_books(shop.uow).ok
