@@ -498,7 +498,7 @@ def fmt(value: float, unit: str) -> str:
     """Return a value formatted for the table."""
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
-    if unit in ("MB", "s", "x", "%") or abs(value) < 1000:
+    if unit in ("MiB", "s", "x", "%") or abs(value) < 1000:
         return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.1f}"
     return f"{value:,.0f}"
 
@@ -548,14 +548,18 @@ def plot_scaling(scaling: list[dict[str, Any]], path: Path, label: str) -> None:
         x0, t0 = agg[0]["page_views"], agg[0]["wall"]
         xs = [r["page_views"] for r in agg]
         left.plot(xs, [t0 * x / x0 for x in xs], ":", color="0.5", label="linear from 1x")
+    from matplotlib.ticker import NullFormatter
+
     left.set_xscale("log")
     left.set_yscale("log")
+    right.set_xscale("log")
+    for ax in (left, right):
+        ax.xaxis.set_minor_formatter(NullFormatter())
     left.set_xlabel("page views simulated (log)")
     left.set_ylabel("wall time (s, log)")
     left.set_title("Wall time against work")
     left.legend(fontsize="small")
     left.grid(True, which="both", alpha=0.3)
-    right.set_xscale("log")
     right.set_xlabel("page views simulated (log)")
     right.set_ylabel("peak RSS (MiB)")
     right.set_ylim(bottom=0)
@@ -755,13 +759,13 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
                 "s",
             )
         )
-        rows.append(Row(sec, f"{r['mode']} {r['factor']}x: peak RSS", r["peak_rss"] / 2**20, "MB"))
+        rows.append(Row(sec, f"{r['mode']} {r['factor']}x: peak RSS", r["peak_rss"] / 2**20, "MiB"))
         rows.append(
             Row(
                 sec,
                 f"{r['mode']} {r['factor']}x: request frames ({r['page_views']:,} requests)",
                 r["request_bytes"] / 2**20,
-                "MB",
+                "MiB",
             )
         )
     top = max(agg)

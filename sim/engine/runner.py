@@ -103,7 +103,7 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
     frames["station_stats"] = pd.DataFrame(
         [asdict(station.stats()) for station in world.stations.values()]
     )
-    frames["cache"] = cache_series(frames["requests"], world.scenario.metrics.interval)
+    frames.setdefault("cache", cache_series(frames["requests"], world.scenario.metrics.interval))
     frames["orders"] = pd.DataFrame(
         [
             {

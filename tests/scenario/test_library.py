@@ -470,11 +470,6 @@ def test_a_schedule_of_quiet_steps_beside_a_closed_population_runs():
     assert result.kpis["sessions"] >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: metrics.requests is accepted ('aggregate: per-interval streams') but the "
-    "recorder keeps one row per request whichever is chosen",
-)
 def test_aggregate_metrics_keep_no_row_per_request():
     rows = short_run("smoke")
     aggregate = run(

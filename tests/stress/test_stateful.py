@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from sim.domain import inventory
 from sim.domain.catalog import Product
@@ -337,7 +337,6 @@ class Shop(RuleBasedStateMachine):
         if candidates:
             fulfilment.refund_return(self.uow, data.draw(st.sampled_from(candidates)), self._tick())
 
-    @precondition(lambda self: bool(self._settled(OrderStatus.PENDING)))
     @rule(minutes=st.sampled_from([1, 10, 20]))
     def time_passes_and_reservations_expire(self, minutes: int) -> None:
         now = self._tick(60.0 * minutes)
