@@ -122,7 +122,7 @@ class Distribution(BaseModel):
         """SCV from the first two moments (clamped at 0 against rounding)."""
         if mean <= 0.0:
             return 0.0
-        return max(second / (mean * mean) - 1.0, 0.0)
+        return max((second / mean) / mean - 1.0, 0.0)  # mean * mean may underflow to 0
 
     def _moments(self) -> tuple[float, float]:  # pragma: no cover - every kind overrides it
         raise NotImplementedError
@@ -223,6 +223,14 @@ class Exponential(_Capped):
         below = -math.expm1(-x)  # 1 - exp(-x), exact for small x
         return m * below, 2.0 * m * m * (below - x * tail)
 
+    def _exact_scv(self, mean: float, second: float) -> float:
+        # scale-free, so that a tiny mean whose square underflows keeps its SCV
+        if self.cap is None:
+            return 1.0
+        x = self.cap / self.scale
+        below = -math.expm1(-x)
+        return max(2.0 * (below - x * math.exp(-x)) / (below * below) - 1.0, 0.0)
+
     def _params(self) -> Any:
         return self._with_cap({"mean": self.scale})
 
@@ -255,7 +263,7 @@ class Uniform(Distribution):
     def _exact_scv(self, mean: float, second: float) -> float:
         if mean <= 0.0:
             return 0.0
-        return (self.high - self.low) ** 2 / 12.0 / (mean * mean)
+        return ((self.high - self.low) / mean) ** 2 / 12.0
 
     def _params(self) -> Any:
         return {"low": self.low, "high": self.high}
@@ -397,7 +405,11 @@ class LogNormal(_Capped):
 
     def sample(self, rng: np.random.Generator) -> float:
         """Draw one value from ``rng``."""
-        return self._clamp(float(rng.lognormal(self._mu, self._sigma)))
+        # A hot path: read the private parameters from pydantic's dict directly, since an
+        # attribute access to a private attribute goes through BaseModel.__getattr__ (~1 us).
+        private = self.__pydantic_private__
+        x = float(rng.lognormal(private["_mu"], private["_sigma"]))
+        return x if self.cap is None or x <= self.cap else self.cap
 
     def sample_many(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` values from ``rng``."""
@@ -449,8 +461,7 @@ class Empirical(Distribution):
     def _exact_scv(self, mean: float, second: float) -> float:
         if mean <= 0.0:
             return 0.0
-        variance = math.fsum((x - mean) ** 2 for x in self.points) / len(self.points)
-        return variance / (mean * mean)
+        return math.fsum(((x - mean) / mean) ** 2 for x in self.points) / len(self.points)
 
     def _params(self) -> Any:
         return list(self.points)

@@ -314,3 +314,20 @@ def test_a_lognormal_with_no_spread_is_a_constant():
 def test_a_parsed_distribution_passes_through():
     dist = distribution({"exponential": {"mean": 1}})
     assert distribution(dist) is dist
+
+
+@pytest.mark.parametrize(
+    ("spec", "mean", "scv"),
+    [
+        (3.157700985225623e-229, 3.157700985225623e-229, 0.0),
+        (5e-324, 5e-324, 0.0),
+        ({"exponential": {"mean": 1e-300}}, 1e-300, 1.0),
+        ({"uniform": {"low": 1e-300, "high": 3e-300}}, 2e-300, 1.0 / 12.0),
+        ({"empirical": [1e-300, 3e-300]}, 2e-300, 0.25),
+    ],
+)
+def test_tiny_values_keep_exact_moments_where_squares_underflow(spec, mean, scv):
+    # mean * mean underflows to 0 below about 1e-162: the SCV is computed as ratios instead
+    dist = distribution(spec)
+    assert dist.mean == pytest.approx(mean, rel=1e-12)
+    assert dist.scv == pytest.approx(scv, rel=1e-9)

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import sim
 from sim.scenario import Scenario, ScenarioError, apply_overrides, load_scenario, parse_scenario
+from sim.scenario import loader as loader_module
 from sim.scenario.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_ITEMS, MAX_NODES, parse_yaml
 from tests.stress import tally
 
@@ -364,9 +365,11 @@ def test_only_the_safe_loader_reads_yaml(monkeypatch, tmp_path):
 
 def test_no_module_of_the_package_calls_an_unsafe_yaml_loader():
     unsafe = re.compile(
-        r"yaml\.(load|load_all|unsafe_load|full_load|full_load_all|unsafe_load_all)\(|"
-        r"yaml\.(Loader|UnsafeLoader|FullLoader)\b|Loader=(?!yaml\.SafeLoader)"
+        r"yaml\.(load_all|unsafe_load|full_load|full_load_all|unsafe_load_all)\(|"
+        r"yaml\.load\((?!.*Loader=_StrictLoader\))|"
+        r"yaml\.(Loader|UnsafeLoader|FullLoader)\b|Loader=(?!yaml\.SafeLoader|_StrictLoader\))"
     )
+    assert issubclass(loader_module._StrictLoader, yaml.SafeLoader)
     package = Path(sim.__file__).parent
     found = [
         f"{path.relative_to(package)}:{n}: {line.strip()}"
@@ -539,15 +542,20 @@ def test_a_character_device_is_refused_without_reading_it():
     assert caught.value.problems == [("", "is not a regular file")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="yaml.safe_load keeps the last of duplicate keys silently: a scenario that sets "
-    "horizon twice runs with the second value and no message (a SafeLoader subclass whose "
-    "construct_mapping refuses a repeated key would fix it in sim/scenario/loader.py)",
-)
 def test_a_key_given_twice_is_refused(tmp_path):
     problems = _problems(tmp_path, SMOKE_TEXT + "\nhorizon: 1d\n")
-    assert any("horizon" in where or "horizon" in message for where, message in problems)
+    line = SMOKE_TEXT.count("\n") + 2
+    assert problems == [("", f"invalid YAML at line {line}, column 1: key 'horizon' given twice")]
+
+
+def test_a_key_given_twice_deep_inside_is_refused_but_a_merge_may_be_overridden(tmp_path):
+    text = "base: &b {servers: 2}\nstations:\n  app:\n    <<: *b\n    servers: 3\n    servers: 4\n"
+    assert parse_yaml("a: &b {x: 1}\nc:\n  <<: *b\n  x: 2\n") == {"a": {"x": 1}, "c": {"x": 2}}
+    with pytest.raises(ScenarioError) as caught:
+        parse_yaml(text, "dup.yaml")
+    assert str(caught.value) == (
+        "dup.yaml: invalid YAML at line 6, column 5: key 'servers' given twice"
+    )
 
 
 def test_a_key_with_a_line_break_is_reported_on_one_line():
