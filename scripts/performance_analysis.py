@@ -19,6 +19,8 @@ What it measures (every figure in this one process run):
   counted the same way in both: one more run of each on :class:`CountingEnvironment` (a
   subclass that counts ``step`` calls); the timed runs use a plain ``simpy.Environment``.
 - **Throughput**: page views, sessions and SimPy events per wall second of the full model.
+- **Where the time goes**: a cProfile run of the model, its time summed by component (SimPy,
+  station monitoring, metrics, domain core and use cases, engine actors, random draws).
 - **Scaling**: wall time and peak RSS at 1x, 4x and 16x the sessions (a longer horizon), in
   aggregate mode and in rows mode, each size in a fresh subprocess (so its peak RSS is its
   own); bytes per recorded request in rows mode.
@@ -33,11 +35,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import cProfile
 import csv
 import json
 import math
 import os
 import platform
+import pstats
 import resource
 import subprocess
 import sys
@@ -90,10 +94,11 @@ class Size:
     replications: int  # parallel section
     hot_repeat: int  # timeit repetitions per hot path
     catalog_sizes: tuple[int, ...]
+    profile_horizon: float  # the profiled run of the time breakdown
 
 
-FULL = Size(7200.0, 900.0, 3600.0, (1, 4, 16), (1, 4), 4, 2000, (10_000, 100_000))
-QUICK = Size(1200.0, 300.0, 240.0, (1, 4, 16), (1, 4), 4, 300, (10_000, 100_000))
+FULL = Size(7200.0, 900.0, 3600.0, (1, 4, 16), (1, 4), 4, 2000, (10_000, 100_000), 1800.0)
+QUICK = Size(1200.0, 300.0, 240.0, (1, 4, 16), (1, 4), 4, 300, (10_000, 100_000), 600.0)
 
 
 # --- counting events --------------------------------------------------------------------------
@@ -142,6 +147,54 @@ def count_model_events(scenario: Scenario, seed: int) -> tuple[int, int, float]:
     kpis = compute_kpis(frames, world, warmup=warmup, horizon=scenario.horizon)
     audit(world, frames)
     return env.steps, int(kpis["page_views"]), loop
+
+
+COMPONENTS = (  # (label, path fragments of the functions' files), first match wins
+    ("SimPy's event loop and resources", ("/simpy/",)),
+    ("station monitoring (sim/engine/stations.py)", ("sim/engine/stations.py",)),
+    (
+        "metrics (recorder, histograms, KPIs)",
+        ("sim/engine/recorder.py", "sim/engine/histogram.py", "sim/engine/metrics.py"),
+    ),
+    ("domain core and use cases (sim/domain, sim/services)", ("sim/domain/", "sim/services/")),
+    ("engine actors (shoppers, cache, gateways, warehouses, world)", ("sim/engine/",)),
+    ("random draws (numpy, distributions)", ("numpy", "sim/scenario/distributions.py", "random")),
+)
+
+
+def where_the_time_goes(scenario: Scenario, seed: int) -> list[tuple[str, float]]:
+    """Profile one full-model run; return each component's share of the profiled time.
+
+    cProfile's own time per function (``tottime``) is summed by the file the function lives
+    in; built-in functions count for the component that called them. cProfile slows
+    Python-level calls more than C-level ones, so the shares are indicative, not exact.
+    """
+    profile = cProfile.Profile()
+    profile.enable()
+    run(scenario, seed)
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    totals: dict[str, float] = {}
+
+    def component(filename: str) -> str | None:
+        for label, fragments in COMPONENTS:
+            if any(fragment in filename for fragment in fragments):
+                return label
+        return None
+
+    for (filename, _, _), (_, _, tottime, _, callers) in stats.items():
+        label = component(filename)
+        if label is None and filename == "~" and callers:  # a built-in: charge its callers
+            caller_time = {c: v[2] for c, v in callers.items()}
+            total = sum(caller_time.values()) or 1.0
+            for (cfile, _, _), t in caller_time.items():
+                owner = component(cfile) or "other (build, pandas frames, audit, Python)"
+                totals[owner] = totals.get(owner, 0.0) + tottime * t / total
+            continue
+        label = label or "other (build, pandas frames, audit, Python)"
+        totals[label] = totals.get(label, 0.0) + tottime
+    grand = sum(totals.values()) or 1.0
+    return sorted(((k, v / grand) for k, v in totals.items()), key=lambda kv: -kv[1])
 
 
 # --- the bare skeleton ------------------------------------------------------------------------
@@ -702,6 +755,12 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
     ]
     print(f"  overhead section done ({time.perf_counter() - started:.0f} s)", flush=True)
 
+    # 1b. where the time goes -----------------------------------------------------------------
+    profiled = scenario_with(scenario, horizon=size.profile_horizon, warmup=0.0)
+    sec = f"Where the model's time goes (cProfile, {size.profile_horizon / 3600:g} h, shares)"
+    for label_, share in where_the_time_goes(profiled, seed):
+        rows.append(Row(sec, label_, 100.0 * share, "%"))
+
     # 2. percentile accuracy: the same run with streaming aggregates ---------------------------
     aggregate = run(scenario_with(scenario, metrics={"requests": "aggregate", "interval": 60.0}))
     worst = 0.0
@@ -796,6 +855,23 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
             "x",
             f"<= {MEMORY_TARGET:g}",
             m_ratio <= MEMORY_TARGET,
+        )
+    )
+    grown = agg[top]["peak_rss"] - agg[1]["peak_rss"]
+    rows.append(
+        Row(
+            sec,
+            f"aggregate mode: RSS growth per added session, {top}x over 1x",
+            grown / max(agg[top]["sessions"] - agg[1]["sessions"], 1) / 1024,
+            "KiB",
+        )
+    )
+    rows.append(
+        Row(
+            sec,
+            f"aggregate mode: request frames {top}x / 1x (the metrics' own memory)",
+            agg[top]["request_bytes"] / max(agg[1]["request_bytes"], 1),
+            "x",
         )
     )
     both = sorted(set(agg) & set(raw))

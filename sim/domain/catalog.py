@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import re
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import neg
@@ -370,7 +370,7 @@ class CatalogIndex:
     def __init__(self) -> None:
         self._views: dict[str, ProductView] = {}
         self._postings: dict[str, dict[str, int]] = {}
-        self._by_category: dict[str, set[str]] = {}
+        self._by_category: dict[str, list[str]] = {}  # each category's SKUs, sorted
         self._parents: dict[str, str | None] = {}
         self._children: dict[str, set[str]] = {}
         self._subtrees: dict[str, frozenset[str]] = {}
@@ -434,13 +434,13 @@ class CatalogIndex:
                 if term not in weights:
                     self._unpost(term, sku)
             if old.category_id != product.category_id:
-                self._by_category[old.category_id].discard(sku)
-                self._by_category.setdefault(product.category_id, set()).add(sku)
+                self._leave_category(old.category_id, sku)
+                insort(self._by_category.setdefault(product.category_id, []), sku)
             if old.price != price:
                 self._price_remove(old.price, sku)
                 self._price_add(price, sku)
         else:
-            self._by_category.setdefault(product.category_id, set()).add(sku)
+            insort(self._by_category.setdefault(product.category_id, []), sku)
             self._price_add(price, sku)
         for term, weight in weights.items():
             posting = postings.get(term)
@@ -464,12 +464,15 @@ class CatalogIndex:
             return False
         for term in old.terms:
             self._unpost(term, sku)
-        members = self._by_category[old.category_id]
-        members.discard(sku)
-        if not members:
-            del self._by_category[old.category_id]
+        self._leave_category(old.category_id, sku)
         self._price_remove(old.price, sku)
         return True
+
+    def _leave_category(self, category_id: str, sku: str) -> None:
+        members = self._by_category[category_id]
+        del members[bisect_left(members, sku)]
+        if not members:
+            del self._by_category[category_id]
 
     def _unpost(self, term: str, sku: str) -> None:
         posting = self._postings[term]
@@ -498,6 +501,40 @@ class CatalogIndex:
         self._price_edits += 1
         del prices[bisect_left(prices, (price, sku))]
 
+    def _best_selling_page(
+        self,
+        query: SearchQuery,
+        cats: frozenset[str],
+        size: int,
+        ranked: Callable[[str], Sequence[tuple[int, str]]],
+        sales: Mapping[str, int],
+        excluded: Set[str],
+    ) -> SearchPage:
+        """Serve a best-selling page of a category (``size`` products) from sales rankings.
+
+        The same page as ranking the category: SKUs by (-units, sku), unsold ones after in
+        SKU order, ``excluded`` (sold-out) ones left out of the page and the total.
+        """
+        views = self._views
+        if excluded:
+            hidden = sum(1 for sku in excluded if sku in views and views[sku].category_id in cats)
+            size -= hidden
+        page_size = query.page_size
+        first = (query.page - 1) * page_size
+        end = first + page_size
+        pages = -(-size // page_size)
+        if first >= size:
+            return SearchPage((), size, query.page, pages)
+        lists = [ranked(c) for c in cats]
+        stream = lists[0] if len(lists) == 1 else heapq.merge(*lists)
+        items = _take(stream, excluded, end)
+        if len(items) < end:  # top up with the unsold, in SKU order
+            members = [self._by_category.get(c, ()) for c in cats]
+            skus = members[0] if len(members) == 1 else heapq.merge(*members)
+            unsold = (sku for sku in skus if sku not in sales)
+            items.extend(_take(zip(repeat(0), unsold), excluded, end - len(items)))
+        return SearchPage(tuple(items[first:end]), size, query.page, pages)
+
     def _price_list(self) -> list[tuple[int, str]]:
         prices = self._prices
         if prices is None:
@@ -513,6 +550,7 @@ class CatalogIndex:
         sales: Callable[[str], int] | Mapping[str, int] | None = None,
         *,
         sold_out: Set[str] | None = None,
+        ranked: Callable[[str], Sequence[tuple[int, str]]] | None = None,
     ) -> SearchPage:
         """Return the page of products matching ``query``, sorted; ties are broken by SKU.
 
@@ -523,6 +561,11 @@ class CatalogIndex:
         candidates without a Python call each); without it that sort is by SKU. The smallest
         candidate set among the text postings, the category and the price range is
         enumerated; the other criteria are checked per candidate.
+
+        ``ranked`` (with a ``sales`` mapping that agrees with it, e.g.
+        :meth:`Recommender.ranked_in` and :attr:`Recommender.sales_table`) gives a category's
+        sold SKUs already in best-selling order: a ``best_selling`` query by category alone
+        then reads the page off those lists instead of ranking the whole category.
         """
         if query.in_stock_only and in_stock is None and sold_out is None:
             raise InvalidValue("in_stock_only needs an in_stock function or a sold_out set")
@@ -566,6 +609,19 @@ class CatalogIndex:
             if stop - start < best_size:
                 best_size, base_kind = stop - start, "price"
                 base = [sku for _, sku in prices[start:stop]]
+
+        if (
+            ranked is not None
+            and base_kind == "category"
+            and not postings
+            and not has_price
+            and query.sort == "best_selling"
+            and isinstance(sales, Mapping)
+            and (not query.in_stock_only or sold_out is not None)
+        ):
+            assert cats is not None
+            excluded = sold_out if query.in_stock_only and sold_out else frozenset()
+            return self._best_selling_page(query, cats, best_size, ranked, sales, excluded)
 
         # Filter the base by the other criteria.
         others = postings if base_kind != "text" else []
@@ -663,6 +719,19 @@ class CatalogIndex:
         return lambda s: (-sales(s), s)
 
 
+def _take(ranked: Iterable[tuple[int, str]], excluded: Set[str], n: int) -> list[str]:
+    """Return the first ``n`` SKUs of ``ranked`` that are not ``excluded``."""
+    out: list[str] = []
+    if n <= 0:
+        return out
+    for _, sku in ranked:
+        if sku not in excluded:
+            out.append(sku)
+            if len(out) == n:
+                break
+    return out
+
+
 def _best_selling(matches: list[str], sales: Mapping[str, int], end: int) -> list[str]:
     """Return the first ``end`` of ``matches`` by (-units sold, sku); SKUs not in ``sales`` sold 0.
 
@@ -699,9 +768,10 @@ class Recommender:
         self._pairs: dict[str, dict[str, int]] = {}
         self._sales: dict[str, int] = {}
         self._category: dict[str, str] = {}
-        self._sold_in: dict[str, set[str]] = {}
+        # Each category's sold SKUs as (-units, sku), ascending: best sellers first, ties by
+        # SKU. Kept sorted as sales come in (a bisect and an insort per SKU of an order).
+        self._ranked_in: dict[str, list[tuple[int, str]]] = {}
         self._top_all: tuple[int, list[str]] | None = None
-        self._top_in: dict[str, tuple[int, list[str]]] = {}
 
     def sales(self, sku: str) -> int:
         """Return how many recorded orders contained the SKU."""
@@ -721,26 +791,26 @@ class Recommender:
         if old == category_id:
             return
         self._category[sku] = category_id
-        if sku in self._sales:
+        units = self._sales.get(sku)
+        if units is not None:
             if old is not None:
-                self._leave(old, sku)
-            self._sold_in.setdefault(category_id, set()).add(sku)
-            self._top_in.pop(category_id, None)
+                self._leave(old, sku, units)
+            insort(self._ranked_in.setdefault(category_id, []), (-units, sku))
 
-    def _leave(self, category_id: str, sku: str) -> None:
-        members = self._sold_in[category_id]
-        members.discard(sku)
-        if not members:
-            del self._sold_in[category_id]
-        self._top_in.pop(category_id, None)
+    def _leave(self, category_id: str, sku: str, units: int) -> None:
+        ranked = self._ranked_in[category_id]
+        del ranked[bisect_left(ranked, (-units, sku))]
+        if not ranked:
+            del self._ranked_in[category_id]
 
     def forget(self, sku: str) -> None:
         """Drop a SKU (a deleted product): its sales, its pairs and its category."""
         category = self._category.pop(sku, None)
-        if self._sales.pop(sku, None) is not None:
+        units = self._sales.pop(sku, None)
+        if units is not None:
             self._top_all = None
             if category is not None:
-                self._leave(category, sku)
+                self._leave(category, sku, units)
         for other in self._pairs.pop(sku, {}):
             partners = self._pairs[other]
             del partners[sku]
@@ -752,11 +822,14 @@ class Recommender:
         unique = sorted(set(skus))
         sales = self._sales
         for sku in unique:
-            sales[sku] = sales.get(sku, 0) + 1
+            units = sales.get(sku, 0)
+            sales[sku] = units + 1
             category = self._category.get(sku)
             if category is not None:
-                self._sold_in.setdefault(category, set()).add(sku)
-                self._top_in.pop(category, None)
+                ranked = self._ranked_in.setdefault(category, [])
+                if units:
+                    del ranked[bisect_left(ranked, (-units, sku))]
+                insort(ranked, (-units - 1, sku))
         if unique:
             self._top_all = None
         if len(unique) > MAX_PAIR_BASKET:
@@ -780,17 +853,23 @@ class Recommender:
         """
         if k < 1:
             return []
-        cached = self._top_all if category_id is None else self._top_in.get(category_id)
+        if category_id is not None:
+            return [sku for _, sku in self._ranked_in.get(category_id, ())[:k]]
+        cached = self._top_all
         if cached is not None and cached[0] >= k:
             return cached[1][:k]
         sales = self._sales
-        pool: Iterable[str] = sales if category_id is None else self._sold_in.get(category_id, ())
-        top = heapq.nsmallest(k, pool, key=lambda s: (-sales[s], s))
-        if category_id is None:
-            self._top_all = (k, top)
-        else:
-            self._top_in[category_id] = (k, top)
+        top = heapq.nsmallest(k, sales, key=lambda s: (-sales[s], s))
+        self._top_all = (k, top)
         return list(top)
+
+    def ranked_in(self, category_id: str) -> Sequence[tuple[int, str]]:
+        """Return a category's sold SKUs as ``(-units, sku)``, best sellers first (read only).
+
+        The live list (not a copy): pass the method as ``ranked`` to
+        :meth:`CatalogIndex.search` for a ``best_selling`` page without ranking the category.
+        """
+        return self._ranked_in.get(category_id, ())
 
     def bought_together(
         self, sku: str, k: int, category_of: Callable[[str], str | None]

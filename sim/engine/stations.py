@@ -40,7 +40,7 @@ from typing import Any, TypedDict
 
 from simpy import Environment, Resource
 from simpy.core import BoundClass
-from simpy.events import Event
+from simpy.events import PENDING, Event
 from simpy.resources.resource import Release, Request
 
 __all__ = ["IntervalRow", "Station", "StationRequest", "StationStats", "visit"]
@@ -59,9 +59,9 @@ class StationRequest(Request):
 
     def cancel(self) -> None:
         """Withdraw the request if it is still waiting (counted as reneged); see ``simpy``."""
-        if not self.triggered:
+        if self._value is PENDING:  # not ``triggered``: a property costs a call per release
             self.resource._on_cancel()
-        super().cancel()
+            super().cancel()
 
 
 class IntervalRow(TypedDict):
