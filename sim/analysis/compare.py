@@ -36,6 +36,7 @@ from scipy import stats as _scipy_stats
 
 from sim.analysis.executors import Executor, InProcessExecutor, TaskProgress
 from sim.analysis.stats import (
+    MSER_BATCH,
     MeanCI,
     flatten_numeric,
     mean_ci,
@@ -134,6 +135,12 @@ KPI_DIRECTIONS: dict[str, str] = {
 THROUGHPUT_BINS = (50, 2000)
 """MSER's series of a rows-mode run have between 50 and 2,000 bins (about 20 requests each)."""
 
+REQUESTS_PER_BIN = 20
+"""MSER's bins hold about this many requests each (within :data:`THROUGHPUT_BINS`)."""
+
+WARMUP_MIN_BATCHES = 10
+"""MSER's series have at least this many batches (rows mode's 50 bins in batches of 5)."""
+
 
 class UnknownKpi(ValueError):
     """A KPI named by the user (a precision target, an objective) is not among the results."""
@@ -211,63 +218,101 @@ def _per_interval(stats: pd.DataFrame) -> pd.DataFrame:
     return stats.groupby("start", sort=True)[columns].sum().reset_index()
 
 
+def _bin_count(requests: int) -> int:
+    """Return how many time bins MSER's series of ``requests`` requests have (rows mode's rule)."""
+    return int(np.clip(requests // REQUESTS_PER_BIN, *THROUGHPUT_BINS))
+
+
+def _series_cuts(
+    throughput: np.ndarray, counts: np.ndarray, sums: np.ndarray
+) -> tuple[int, int, bool]:
+    """Return MSER's cuts (in bins) of a throughput series and of the mean response per bin.
+
+    ``throughput`` is the series of requests per bin, ``counts`` and ``sums`` the requests and
+    their summed responses per bin; the response series holds the bins with requests, and its
+    cut is returned as the index of the bin it starts at. Batches are of
+    :data:`~sim.analysis.stats.MSER_BATCH` bins, fewer when the series is short, so that it
+    has at least :data:`WARMUP_MIN_BATCHES` of them (one bin each at the least).
+    """
+    batch = min(MSER_BATCH, max(1, throughput.size // WARMUP_MIN_BATCHES))
+    rate = mser(throughput, batch_size=batch)
+    busy = np.flatnonzero(counts > 0)  # bins with requests, in time order
+    response = mser(sums[busy] / counts[busy], batch_size=batch)
+    response_bin = int(busy[response.cut]) if response.cut > 0 else 0
+    return rate.cut, response_bin, rate.at_limit or response.at_limit
+
+
 def auto_warmup(
     frames: Mapping[str, pd.DataFrame], horizon: float, interval: float = 60.0
 ) -> WarmupCut:
     """Return the MSER-5 warm-up cut of a run from its request frames.
 
-    Two series, each cut by :func:`sim.analysis.stats.mser` (batches of 5), and the run's cut
+    Two series over time bins, each cut by :func:`sim.analysis.stats.mser`, and the run's cut
     is the later of the two; ``at_limit`` says either hit MSER's limit (half the series), a
-    sign the run had not settled. No requests give a cut of 0.
+    sign the run had not settled. No requests give a cut of 0. The throughput series counts
+    the requests arriving in each bin; the response series is the mean response of each bin
+    with requests (a bin mean, not single requests: page types with very different times
+    would make a series of single requests jump about). Batches hold 5 bins, fewer when
+    there are fewer than 50 bins (at least :data:`WARMUP_MIN_BATCHES` batches of at least one
+    bin). The cut is a bin start.
 
-    - Rows (``frames["requests"]``): time bins of ``horizon / B`` seconds with ``B =
-      requests / 20`` clipped to 50..2,000 bins; the throughput series counts the requests
-      arriving in each bin, the response series is the mean response of each bin with requests
-      (a bin mean, not single requests: page types with very different times would make a
-      series of single requests jump about). The cut is a bin start.
-    - Aggregates (``metrics.requests: aggregate``, ``frames["request_stats"]``): the requests
-      and the mean response of each ``interval``; the cut is an interval start.
+    - Rows (``frames["requests"]``): ``B = requests / 20`` bins clipped to 50..2,000, each
+      ``horizon / B`` seconds.
+    - Aggregates (``metrics.requests: aggregate``, ``frames["request_stats"]``): the same
+      series from the per-interval counts and response sums, in bins of whole intervals: as
+      many intervals per bin as fit in rows mode's bin (at least one), so the cut is an
+      interval start. Intervals without requests count as zero throughput; a last bin cut
+      short by the horizon counts at its rate. When ``interval`` divides rows mode's bin
+      width, the bins and the cut are exactly those of the same run recorded as rows.
     """
     if is_aggregate(frames):
-        return _aggregate_warmup(frames["request_stats"], interval)
+        return _aggregate_warmup(frames["request_stats"], horizon, interval)
     requests = frames["requests"]
     if requests.empty or horizon <= 0:
         return WarmupCut(0.0, 0.0, 0.0, False)
     times = requests["time"].to_numpy(dtype=float)
-    bins = int(np.clip(len(times) // 20, *THROUGHPUT_BINS))
+    bins = _bin_count(len(times))
     width = horizon / bins
     index = np.clip((times // width).astype(np.int64), 0, bins - 1)
     counts = np.bincount(index, minlength=bins)[:bins].astype(float)
     sums = np.bincount(index, weights=requests["response"].to_numpy(dtype=float), minlength=bins)
-    throughput = mser(counts)
-    throughput_cut = throughput.cut * width
-    busy = np.flatnonzero(counts > 0)  # bins with requests, in time order
-    response = mser(sums[:bins][busy] / counts[busy])
-    response_cut = float(busy[response.cut] * width) if response.cut > 0 else 0.0
+    throughput_bin, response_bin, at_limit = _series_cuts(counts, counts, sums[:bins])
+    throughput_cut = throughput_bin * width
+    response_cut = response_bin * width
     return WarmupCut(
         cut=max(response_cut, throughput_cut),
         throughput_cut=throughput_cut,
         response_cut=response_cut,
-        at_limit=response.at_limit or throughput.at_limit,
+        at_limit=at_limit,
     )
 
 
-def _aggregate_warmup(stats: pd.DataFrame, interval: float) -> WarmupCut:
-    per = _per_interval(stats)
-    per = per[per["requests"] > 0]
-    if per.empty:
+def _aggregate_warmup(stats: pd.DataFrame, horizon: float, interval: float) -> WarmupCut:
+    """Return :func:`auto_warmup`'s cut from aggregate-mode ``request_stats``."""
+    per_row = stats["requests"].to_numpy(dtype=float)
+    total = int(per_row.sum())
+    if total == 0 or horizon <= 0:
         return WarmupCut(0.0, 0.0, 0.0, False)
-    starts = per["start"].to_numpy(dtype=float)
-    counts = per["requests"].to_numpy(dtype=float)
-    throughput = mser(counts)
-    response = mser(per["response_sum"].to_numpy(dtype=float) / counts)
-    throughput_cut = float(starts[throughput.cut]) if throughput.cut else 0.0
-    response_cut = float(starts[response.cut]) if response.cut else 0.0
+    # whole intervals per bin: as many as fit in rows mode's bin (a tolerance for rounding)
+    per_bin = max(1, math.floor(horizon / _bin_count(total) / interval * (1.0 + 1e-9)))
+    size = per_bin * interval
+    bins = max(1, math.ceil(horizon / size * (1.0 - 1e-12)))
+    k = np.rint(stats["start"].to_numpy(dtype=float) / interval).astype(np.int64)
+    index = np.clip(k // per_bin, 0, bins - 1)
+    counts = np.bincount(index, weights=per_row, minlength=bins)[:bins]
+    sums = np.bincount(index, weights=stats["response_sum"].to_numpy(dtype=float), minlength=bins)
+    throughput = counts.copy()
+    last = horizon - (bins - 1) * size  # the last bin's length within the horizon
+    if last < size * (1.0 - 1e-9):
+        throughput[-1] *= size / last
+    throughput_bin, response_bin, at_limit = _series_cuts(throughput, counts, sums[:bins])
+    throughput_cut = float(throughput_bin * per_bin) * interval
+    response_cut = float(response_bin * per_bin) * interval
     return WarmupCut(
         cut=max(throughput_cut, response_cut),
         throughput_cut=throughput_cut,
         response_cut=response_cut,
-        at_limit=throughput.at_limit or response.at_limit,
+        at_limit=at_limit,
     )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures as _futures
 from typing import Any, TypeVar
 
@@ -145,7 +145,52 @@ def _start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
-class ProcessExecutor(Executor):
+class _FutureExecutor(Executor):
+    """Submits every task at once and collects the futures: the pool's and Dask's ``map``.
+
+    Subclasses say how to submit the tasks (one future each, in task order), iterate the
+    futures as they finish, gather the results in task order and cancel what is left.
+    """
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        *,
+        progress: TaskProgress | None = None,
+    ) -> list[R]:
+        """Return ``[fn(task) for task in tasks]``, in task order, whatever order they finish in.
+
+        ``progress(done, total)`` is called as each task finishes. An exception in a task is
+        raised here, after the tasks not yet finished are cancelled.
+        """
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        pending = self._submit(fn, tasks)
+        try:
+            for done, _ in enumerate(self._as_completed(pending), start=1):
+                if progress is not None:
+                    progress(done, len(tasks))
+            return self._gather(pending)
+        except BaseException:
+            self._cancel(pending)
+            raise
+
+    def _submit(self, fn: Callable[[T], R], tasks: list[T]) -> list[Any]:
+        raise NotImplementedError
+
+    def _as_completed(self, pending: list[Any]) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def _gather(self, pending: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _cancel(self, pending: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class ProcessExecutor(_FutureExecutor):
     """Runs tasks in a pool of ``jobs`` local processes (``ProcessPoolExecutor``).
 
     The pool starts on first use and is reused by later ``map`` calls until :meth:`close`.
@@ -167,28 +212,19 @@ class ProcessExecutor(Executor):
             self._pool = _futures.ProcessPoolExecutor(self.jobs, mp_context=context)
         return self._pool
 
-    def map(
-        self,
-        fn: Callable[[T], R],
-        tasks: Sequence[T],
-        *,
-        progress: TaskProgress | None = None,
-    ) -> list[R]:
-        """Return ``[fn(task) for task in tasks]`` computed in the pool, in task order."""
-        tasks = list(tasks)
-        if not tasks:
-            return []
+    def _submit(self, fn: Callable[[T], R], tasks: list[T]) -> list[Any]:
         pool = self._ensure_pool()
-        pending = [pool.submit(fn, task) for task in tasks]
-        try:
-            for done, _ in enumerate(_futures.as_completed(pending), start=1):
-                if progress is not None:
-                    progress(done, len(tasks))
-            return [future.result() for future in pending]
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+        return [pool.submit(fn, task) for task in tasks]
+
+    def _as_completed(self, pending: list[Any]) -> Iterable[Any]:
+        return _futures.as_completed(pending)
+
+    def _gather(self, pending: list[Any]) -> list[Any]:
+        return [future.result() for future in pending]
+
+    def _cancel(self, pending: list[Any]) -> None:
+        for future in pending:
+            future.cancel()
 
     def close(self) -> None:
         """Shut the pool down, cancelling tasks not yet started."""
@@ -212,7 +248,7 @@ def _import_distributed() -> Any:
     return distributed
 
 
-class DaskExecutor(Executor):
+class DaskExecutor(_FutureExecutor):
     """Runs tasks on a Dask ``distributed`` cluster.
 
     ``scheduler`` is the address of a running scheduler (``tcp://10.0.0.5:8786``): every
@@ -273,27 +309,17 @@ class DaskExecutor(Executor):
                 "if __name__ == '__main__'; or give --scheduler tcp://HOST:PORT)"
             ) from None
 
-    def map(
-        self,
-        fn: Callable[[T], R],
-        tasks: Sequence[T],
-        *,
-        progress: TaskProgress | None = None,
-    ) -> list[R]:
-        """Return ``[fn(task) for task in tasks]`` computed on the cluster, in task order."""
-        tasks = list(tasks)
-        if not tasks:
-            return []
-        distributed = _import_distributed()
-        pending = self._client.map(fn, tasks, pure=False)
-        try:
-            for done, _ in enumerate(distributed.as_completed(pending), start=1):
-                if progress is not None:
-                    progress(done, len(tasks))
-            return list(self._client.gather(pending))
-        except BaseException:
-            self._client.cancel(pending)
-            raise
+    def _submit(self, fn: Callable[[T], R], tasks: list[T]) -> list[Any]:
+        return list(self._client.map(fn, tasks, pure=False))
+
+    def _as_completed(self, pending: list[Any]) -> Iterable[Any]:
+        return _import_distributed().as_completed(pending)
+
+    def _gather(self, pending: list[Any]) -> list[Any]:
+        return list(self._client.gather(pending))
+
+    def _cancel(self, pending: list[Any]) -> None:
+        self._client.cancel(pending)
 
     def close(self) -> None:
         """Close the client and the local cluster this executor started (not a given client)."""

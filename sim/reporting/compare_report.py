@@ -2,7 +2,8 @@
 
 Pure functions of results (ARCHITECTURE.md, principle 9): the caller picks an existing folder,
 these functions write files into it and return their paths; nothing is printed. The HTML page
-is self-contained (plots embedded) in the style of the run report (:mod:`sim.reporting.report`).
+is self-contained (plots embedded) in the style of the run report (:mod:`sim.reporting.report`);
+both build on :mod:`sim.reporting.shared`.
 
 - :func:`write_comparison_report` -- ``comparison.csv`` (the tidy table: each KPI per variant
   with its CI and the paired difference against the first variant), ``replications.csv``
@@ -40,17 +41,17 @@ from sim.analysis.compare import (
 )
 from sim.analysis.plan import Plan, Slo
 from sim.analysis.stats import MeanCI, mean_ci
-from sim.reporting.report import (
-    _CSS,
-    _KPI_ROWS,
+from sim.reporting.shared import (
+    CSS,
+    KPI_ROWS,
     PLOT_DPI,
     ReportFiles,
-    _e,
-    _fmt_duration,
-    _fmt_half,
-    _fmt_value,
-    _jsonable,
-    _table,
+    escape,
+    format_duration,
+    format_half_width,
+    format_value,
+    html_table,
+    jsonable,
 )
 
 __all__ = [
@@ -72,7 +73,7 @@ COMPARISON_FORMAT = 1
 
 HTML_FILE, SUMMARY_FILE = "report.html", "summary.json"
 
-_LABELS = {key: label for key, label, _ in _KPI_ROWS}
+_LABELS = {key: label for key, label, _ in KPI_ROWS}
 _LABELS.update(
     {
         "latency.mean": "Page response mean",
@@ -132,21 +133,21 @@ def _fmt(value: float, kind: str) -> str:
         return "n/a"
     if kind == "ms":
         return _fmt_time(value)
-    return _fmt_value(value, kind)
+    return format_value(value, kind)
 
 
 def _fmt_diff(value: float, kind: str) -> str:
     if not math.isfinite(value):
         return "n/a"
     sign = "+" if value > 0 else ("-" if value < 0 else "±")
-    magnitude = _fmt_time(abs(value)) if kind == "ms" else _fmt_half(abs(value), kind)
+    magnitude = _fmt_time(abs(value)) if kind == "ms" else format_half_width(abs(value), kind)
     return f"{sign}{magnitude}"
 
 
 def _fmt_hw(value: float, kind: str) -> str:
     if not math.isfinite(value):
         return "n/a"
-    return _fmt_time(value) if kind == "ms" else _fmt_half(value, kind)
+    return _fmt_time(value) if kind == "ms" else format_half_width(value, kind)
 
 
 def _fmt_ci(ci: MeanCI, kind: str) -> str:
@@ -492,9 +493,10 @@ def _figure_html(file: str, caption: str, png: bytes) -> str:
     stem = file.removesuffix(".png")
     data = base64.b64encode(png).decode("ascii")
     return (
-        f'<figure id="fig-{_e(stem)}"><a href="{_e(file)}">'
-        f'<img src="data:image/png;base64,{data}" alt="{_e(caption)}" data-file="{_e(file)}"></a>'
-        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        f'<figure id="fig-{escape(stem)}"><a href="{escape(file)}">'
+        f'<img src="data:image/png;base64,{data}" alt="{escape(caption)}" '
+        f'data-file="{escape(file)}"></a>'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
     )
 
 
@@ -502,8 +504,8 @@ def _page(title: str, body: Sequence[str]) -> str:
     head = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<title>{escape(title)}</title>",
+        f"<style>{CSS}</style></head><body>",
     ]
     return "\n".join([*head, *body, "</body></html>"]) + "\n"
 
@@ -511,11 +513,11 @@ def _page(title: str, body: Sequence[str]) -> str:
 def _warmup_text(warmups: Sequence[float], auto: bool, at_limit: int) -> str:
     finite = [w for w in warmups if math.isfinite(w)] or [0.0]
     if not auto:
-        return f"a fixed warm-up of {_fmt_duration(finite[0])} excluded from the KPIs"
+        return f"a fixed warm-up of {format_duration(finite[0])} excluded from the KPIs"
     text = (
         f"warm-up auto (MSER-5, each replication its own cut): median "
-        f"{_fmt_duration(float(np.median(finite)))}, range {_fmt_duration(min(finite))} to "
-        f"{_fmt_duration(max(finite))}"
+        f"{format_duration(float(np.median(finite)))}, range {format_duration(min(finite))} to "
+        f"{format_duration(max(finite))}"
     )
     if at_limit:
         text += (
@@ -532,7 +534,7 @@ def _audit_html(violations: Sequence[tuple[str, int, str]]) -> str:
             "reconcile.</p>"
         )
     items = "".join(
-        f"<li>{_e(label)}, replication {rep}: {_e(text)}</li>"
+        f"<li>{escape(label)}, replication {rep}: {escape(text)}</li>"
         for label, rep, text in violations[:50]
     )
     return f'<p class="fail">Audit FAILED: the books do not reconcile.</p><ul>{items}</ul>'
@@ -559,7 +561,7 @@ def _comparison_station(comparison: Comparison) -> str | None:
 def _comparison_summary(comparison: Comparison, wall_seconds: float | None) -> dict[str, Any]:
     summaries = [s for rows in comparison.summaries.values() for s in rows]
     verdicts = comparison.verdicts()
-    return _jsonable(
+    return jsonable(
         {
             "format": COMPARISON_FORMAT,
             "kind": "comparison",
@@ -623,7 +625,7 @@ def _kpi_matrix(comparison: Comparison, kpis: Sequence[str]) -> str:
             (_fmt_ci(comparison.stat(v.label, kpi), kind), "num") for v in comparison.variants
         ]
         rows.append(cells)
-    return _table(head, rows, "kpis")
+    return html_table(head, rows, "kpis")
 
 
 def _difference_table(comparison: Comparison, kpis: Sequence[str]) -> str:
@@ -659,7 +661,7 @@ def _difference_table(comparison: Comparison, kpis: Sequence[str]) -> str:
         "half-width (paired)",
         "half-width (unpaired)",
     ]
-    return _table(head, rows, "differences")
+    return html_table(head, rows, "differences")
 
 
 def _comparison_html(
@@ -680,10 +682,11 @@ def _comparison_html(
         + (f"; {wall:.1f} s wall clock." if wall is not None else ".")
     )
     body = [
-        f"<h1>Comparison: {_e(', '.join(names))}</h1>",
-        f'<p class="description">Variants: {_e("; ".join(v.label for v in comparison.variants))}'
-        f" (baseline of the differences: {_e(comparison.baseline.label)}).</p>",
-        f'<p class="meta">{_e(meta)}</p>',
+        f"<h1>Comparison: {escape(', '.join(names))}</h1>",
+        '<p class="description">Variants: '
+        f"{escape('; '.join(v.label for v in comparison.variants))}"
+        f" (baseline of the differences: {escape(comparison.baseline.label)}).</p>",
+        f'<p class="meta">{escape(meta)}</p>',
     ]
     if comparison.precision is not None:
         reached = "reached" if comparison.precise else "NOT reached (the cap stopped it)"
@@ -696,7 +699,7 @@ def _comparison_html(
     body.append('<section id="verdicts"><h2>Verdicts</h2><ul>')
     for verdict in summary["verdicts"]:
         css = "met" if verdict["established"] else "nodata"
-        body.append(f'<li class="{css}">{_e(verdict["sentence"])}</li>')
+        body.append(f'<li class="{css}">{escape(verdict["sentence"])}</li>')
     body.append(
         '</ul><p class="note">Each verdict compares the best variant with the runner-up on the '
         "same random numbers (paired differences over replications, Student-t 95 % interval); "
@@ -727,7 +730,7 @@ def _comparison_html(
     body.append("</section>")
     body.append('<section id="data"><h2>Data</h2><ul>')
     for file in (SUMMARY_FILE, "comparison.csv", "replications.csv"):
-        body.append(f'<li><a href="{_e(file)}">{_e(file)}</a></li>')
+        body.append(f'<li><a href="{escape(file)}">{escape(file)}</a></li>')
     body.append(
         '</ul><p class="note">comparison.csv: one row per variant and KPI (every numeric KPI): '
         "mean, 95 % CI, and the paired difference against the baseline with its CI, p-value, "
@@ -804,7 +807,7 @@ def format_comparison(comparison: Comparison) -> str:
 # --- the plan ---------------------------------------------------------------------------------
 def _plan_summary(plan: Plan, wall_seconds: float | None) -> dict[str, Any]:
     twin = plan.twin
-    return _jsonable(
+    return jsonable(
         {
             "format": COMPARISON_FORMAT,
             "kind": "plan",
@@ -913,9 +916,9 @@ def _plan_html(
     )
     css = "met" if plan.answer is not None else "missed"
     body = [
-        f"<h1>Capacity plan: {_e(plan.scenario.name)} — {_e(plan.parameter)}</h1>",
-        f'<p class="description {css}">{_e(_answer_text(plan))}</p>',
-        f'<p class="meta">{_e(meta)}</p>',
+        f"<h1>Capacity plan: {escape(plan.scenario.name)} — {escape(plan.parameter)}</h1>",
+        f'<p class="description {css}">{escape(_answer_text(plan))}</p>',
+        f'<p class="meta">{escape(meta)}</p>',
     ]
     if not plan.monotone:
         body.append(
@@ -926,17 +929,18 @@ def _plan_html(
     body.append('<section id="twin"><h2>The analytic twin\'s first guess</h2>')
     if twin.servers is None:
         body.append(
-            f'<p class="note">No guess ({_e(twin.basis)}); the search started at the '
+            f'<p class="note">No guess ({escape(twin.basis)}); the search started at the '
             f"scenario's own value {plan.base_capacity}.</p>"
         )
     else:
         body.append(
             f'<p class="note">From the pilot at {plan.base_capacity}: arrivals at '
-            f"{_e(twin.station)} λ = {twin.arrival_rate:.4g}/s, mean service S = "
-            f"{_e(_fmt_duration(twin.mean_service))}, offered load a = λS = "
+            f"{escape(twin.station)} λ = {twin.arrival_rate:.4g}/s, mean service S = "
+            f"{escape(format_duration(twin.mean_service))}, offered load a = λS = "
             f"{twin.offered_load:.3g} Erlangs, service scv {twin.scv:.2g}. Erlang C (M/M/c, "
             f"scaled by the Allen-Cunneen factor (1 + scv) / 2) gives the smallest c with mean "
-            f"wait in queue at most {_e(_fmt_duration(twin.max_wait))} ({_e(twin.basis)}): "
+            f"wait in queue at most {escape(format_duration(twin.max_wait))} "
+            f"({escape(twin.basis)}): "
             f"<strong>{twin.servers}</strong>. The search started there "
             f"({plan.start}).</p>"
         )
@@ -959,14 +963,14 @@ def _plan_html(
                 ("yes" if e.all_met else "no", "met" if e.all_met else "missed"),
             ]
         )
-    body.append(_table(head, rows, "search"))
+    body.append(html_table(head, rows, "search"))
     body.append("</section>")
     body.append('<section id="plots"><h2>Plots</h2>')
     body.extend(_figure_html(file, caption, png) for file, caption, png in images)
     body.append("</section>")
     body.append('<section id="data"><h2>Data</h2><ul>')
     for file in (SUMMARY_FILE, "plan.csv", "replications.csv"):
-        body.append(f'<li><a href="{_e(file)}">{_e(file)}</a></li>')
+        body.append(f'<li><a href="{escape(file)}">{escape(file)}</a></li>')
     body.append("</ul></section>")
     return _page(f"Capacity plan: {plan.scenario.name}", body)
 
@@ -1026,7 +1030,7 @@ def format_plan(plan: Plan) -> str:
     if twin.servers is not None:
         lines.append(
             f"  analytic twin: λ = {twin.arrival_rate:.4g}/s, "
-            f"S = {_fmt_duration(twin.mean_service)} at {twin.station} "
+            f"S = {format_duration(twin.mean_service)} at {twin.station} "
             f"-> first guess {twin.servers} ({twin.basis})"
         )
     lines.append(

@@ -16,7 +16,6 @@ these functions write files into it and return their paths; nothing is printed.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +34,19 @@ from sim.engine.metrics import aggregate_request_series, is_aggregate, page_late
 from sim.engine.recorder import AGGREGATE_FRAMES, cache_from_stats
 from sim.engine.runner import RunResult
 from sim.reporting import plots
-from sim.scenario.schema import Scenario
+from sim.reporting.shared import (
+    CSS,
+    KPI_ROWS,
+    PLOT_DPI,
+    ReportFiles,
+    escape,
+    format_duration,
+    format_half_width,
+    format_value,
+    html_table,
+    jsonable,
+)
+from sim.scenario.schema import Breakdown, Scenario
 
 __all__ = [
     "FRAME_NAMES",
@@ -80,9 +91,6 @@ MAX_REQUEST_ROWS = 200_000
 SAMPLE_SEED = 0
 """Seed of the request sample: the same run always writes the same rows."""
 
-PLOT_DPI = 100
-"""Resolution of the PNG plots."""
-
 SCV_TOLERANCE = 0.1
 """A service scv within this distance of 1 counts as exponential-like (Erlang C applies)."""
 
@@ -92,33 +100,7 @@ SUMMARY_FORMAT = 1
 _ZERO_FILL = ("orders_by_state", "payment_outcomes")
 
 
-@dataclass(frozen=True)
-class ReportFiles:
-    """The files of a report folder."""
-
-    folder: Path
-    summary: Path
-    html: Path
-    csvs: tuple[Path, ...]
-    pngs: tuple[Path, ...]
-
-
 # --- JSON ---------------------------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    """Return ``value`` as plain JSON data: numpy scalars unwrapped, NaN and infinity as None."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def _number(value: Any) -> float:
     """Return a JSON number (or None) as a float, None as NaN."""
     return float("nan") if value is None else float(value)
@@ -128,12 +110,16 @@ def _number(value: Any) -> float:
 def _complete_faults(recorded: pd.DataFrame, scenario: Scenario, horizon: float) -> pd.DataFrame:
     """Return the fault windows as they fell within the run: every end cut at the horizon.
 
-    A fault of the scenario that began before the horizon but is missing from the recorded
-    windows (an engine that records a window only when it closes) is added from the scenario.
+    A one-off fault of the scenario that began before the horizon but is missing from the
+    recorded windows (an engine that records a window only when it closes) is added from the
+    scenario. A recurring fault (``breakdown``) has no window of its own: its ``at`` starts the
+    failure process, and its outages are the windows the run recorded, taken as they are.
     """
     rows = recorded[["kind", "target", "start", "end"]].to_dict("records")
     seen = {(str(r["kind"]), str(r["target"]), float(r["start"])) for r in rows}
     for fault in scenario.faults:
+        if isinstance(fault, Breakdown):
+            continue
         start = float(fault.at)
         target = f"payments.{fault.gateway}" if fault.kind == "ghost_success" else fault.target
         if start >= horizon or (fault.kind, target, start) in seen:
@@ -381,7 +367,7 @@ def _build_summary(
     scenario = first.scenario
     n = len(results)
     if n == 1:
-        kpis: dict[str, Any] = _jsonable(first.kpis)
+        kpis: dict[str, Any] = jsonable(first.kpis)
     else:
         stats = summarize_replications([r.kpis for r in results], zero_fill=_ZERO_FILL)
         flats = [flatten_numeric(r.kpis) for r in results]
@@ -396,7 +382,7 @@ def _build_summary(
             }
             for key, s in stats.items()
         }
-        kpis = _jsonable(kpis)
+        kpis = jsonable(kpis)
     view = _view(_nan_for_none(kpis), n)
     summary: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
@@ -431,99 +417,26 @@ def _build_summary(
     }
     if n > 1:
         summary["kpis_by_replication"] = [r.kpis for r in results]
-    return _jsonable(summary)
+    return jsonable(summary)
 
 
 # --- formatting ---------------------------------------------------------------------------------
-def _fmt_value(value: float, kind: str) -> str:
-    if not math.isfinite(value):
-        return "n/a"
-    if kind == "ms":
-        return f"{value * 1000.0:,.1f} ms"
-    if kind == "pct":
-        return f"{value * 100.0:.1f} %"
-    if kind == "rate":
-        return f"{value:,.3g}/s" if abs(value) < 10 else f"{value:,.1f}/s"
-    if kind == "money":
-        return f"{value / 100.0:,.2f}"
-    if kind == "count":
-        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
-    return f"{value:,.4g}"
-
-
-def _fmt_half(value: float, kind: str) -> str:
-    if kind == "ms":
-        return f"{value * 1000.0:,.1f} ms"
-    if kind == "pct":
-        return f"{value * 100.0:.1f} pp"
-    if kind == "rate":
-        return f"{value:,.3g}/s"
-    if kind == "money":
-        return f"{value / 100.0:,.2f}"
-    if kind == "count":
-        return f"{value:,.1f}"
-    return f"{value:,.3g}"
-
-
 def _fmt_stat(stat: _Stat | None, kind: str, replicated: bool) -> str:
     if stat is None:
         return "n/a"
-    text = _fmt_value(stat.mean, kind)
+    text = format_value(stat.mean, kind)
     if replicated and math.isfinite(stat.mean):
         if math.isfinite(stat.half_width):
-            text += f" ± {_fmt_half(stat.half_width, kind)}"
+            text += f" ± {format_half_width(stat.half_width, kind)}"
         else:
             text += f" (n={stat.n})"
     return text
-
-
-def _fmt_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "n/a"
-    if 0.0 < seconds < 1e-6:
-        return "< 0.001 ms"
-    if seconds < 1.0:
-        return f"{seconds * 1000.0:.3g} ms"
-    if seconds < 120.0:
-        return f"{seconds:.3g} s"
-    return f"{seconds / 60.0:.3g} min"
 
 
 def _fmt_queue(length: float) -> str:
     if not math.isfinite(length):
         return "n/a"
     return "< 0.0001" if 0.0 < length < 1e-4 else f"{length:.3g}"
-
-
-_KPI_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("throughput", "Throughput (page requests)", "rate"),
-    ("sessions_per_second", "Session arrivals", "rate"),
-    ("latency.p50", "Page response p50", "ms"),
-    ("latency.p95", "Page response p95", "ms"),
-    ("latency.p99", "Page response p99", "ms"),
-    ("latency.mean", "Page response mean", "ms"),
-    ("checkout_latency.p50", "Checkout response p50", "ms"),
-    ("checkout_latency.p95", "Checkout response p95", "ms"),
-    ("cache_hit_rate", "Cache hit rate", "pct"),
-    ("conversion", "Conversion (sessions with a paid order)", "pct"),
-    ("sessions", "Sessions finished", "count"),
-    ("page_views", "Page views", "count"),
-    ("checkouts", "Checkouts", "count"),
-    ("orders_paid", "Orders paid", "count"),
-    ("payment_success", "Payment success (paid / checkouts)", "pct"),
-    ("revenue_cents", "Revenue (ledger balance, currency units)", "money"),
-    ("declines", "Declines", "count"),
-    ("payment_retries", "Payment retries", "count"),
-    ("failovers", "Gateway failovers", "count"),
-    ("fraud_blocks", "Fraud blocks", "count"),
-    ("double_charges_prevented", "Double charges prevented", "count"),
-    ("stock_outs", "Stock-outs", "count"),
-    ("carts_abandoned", "Carts abandoned", "count"),
-    ("carts_recovered", "Carts recovered", "count"),
-    ("refunds", "Refunds", "count"),
-    ("returns", "Returns", "count"),
-    ("registrations", "Registrations", "count"),
-)
 
 
 def _station_names(view: Mapping[str, _Stat]) -> list[str]:
@@ -551,7 +464,7 @@ def _text_summary(summary: Mapping[str, Any]) -> str:
     seeds = sorted(set(summary["seeds"]))
     lines = [
         f"{summary['name']}: {n} replication{'s' if replicated else ''} of "
-        f"{_fmt_duration(summary['horizon'])} simulated (seed {', '.join(map(str, seeds))}), "
+        f"{format_duration(summary['horizon'])} simulated (seed {', '.join(map(str, seeds))}), "
         f"{summary['runtime']['total_seconds']:.1f} s wall clock"
         + (" -- mean ± 95 % half-width" if replicated else ""),
         f"  throughput      {show('throughput', 'rate')} page requests",
@@ -574,7 +487,7 @@ def _text_summary(summary: Mapping[str, Any]) -> str:
         value = _Stat(_number(verdict["value"]), _number(verdict["half_width"]), verdict["n"])
         lines.append(
             f"  SLO {verdict['label'].lower():<22} {_fmt_stat(value, kind, replicated)} "
-            f"{verdict['comparison']} {_fmt_value(verdict['target'], kind)}: "
+            f"{verdict['comparison']} {format_value(verdict['target'], kind)}: "
             f"{_slo_word(verdict).upper()}"
             + (" (interval straddles it)" if verdict["interval_straddles_target"] else "")
         )
@@ -700,44 +613,10 @@ def _one_replication(
 
 
 # --- HTML ---------------------------------------------------------------------------------------
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 72rem; padding: 0 1rem; color: #222; line-height: 1.4; }
-h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ccc; }
-.description { font-size: 1.1rem; color: #444; } .meta { color: #666; font-size: 0.9rem; }
-table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.92rem; }
-th, td { border-bottom: 1px solid #e2e2e2; padding: 0.25rem 0.7rem; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.met { color: #13702b; font-weight: 600; } .missed { color: #b3261e; font-weight: 600; }
-.nodata { color: #777; } .ok { color: #13702b; font-weight: 600; }
-.fail { color: #b3261e; font-weight: 600; } .note { color: #555; font-size: 0.9rem; }
-figure { margin: 1.5rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { color: #444; font-size: 0.92rem; }
-"""
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]], css: str) -> str:
-    """Return an HTML table; each cell is ``(text, class)``; text is escaped here."""
-    out = [f'<table class="{css}"><thead><tr>']
-    out += [f"<th>{_e(h)}</th>" for h in head]
-    out.append("</tr></thead><tbody>")
-    for row in rows:
-        cells = "".join(
-            f'<td class="{c}">{_e(t)}</td>' if c else f"<td>{_e(t)}</td>" for t, c in row
-        )
-        out.append(f"<tr>{cells}</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
 def _kpi_table(summary: Mapping[str, Any], view: Mapping[str, _Stat], replicated: bool) -> str:
     slos = {v["kpi"]: v for v in summary["slo"]}
     rows = []
-    entries = list(_KPI_ROWS)
+    entries = list(KPI_ROWS)
     for name in _station_names(view):
         entries.append((f"utilisation.{name}.utilisation", f"Utilisation: {name}", "pct"))
         entries.append((f"utilisation.{name}.mean_queue", f"Mean queue: {name}", "number"))
@@ -747,7 +626,7 @@ def _kpi_table(summary: Mapping[str, Any], view: Mapping[str, _Stat], replicated
         verdict = slos.get(key)
         target, word, css = "", "", ""
         if verdict is not None:
-            target = f"{verdict['comparison']} {_fmt_value(verdict['target'], kind)}"
+            target = f"{verdict['comparison']} {format_value(verdict['target'], kind)}"
             word = _slo_word(verdict)
             css = {"met": "met", "missed": "missed"}.get(word, "nodata")
             if verdict["interval_straddles_target"]:
@@ -761,7 +640,7 @@ def _kpi_table(summary: Mapping[str, Any], view: Mapping[str, _Stat], replicated
             ]
         )
     value_head = "mean ± 95 % half-width" if replicated else "value"
-    return _table(["KPI", value_head, "objective", "verdict"], rows, "kpis")
+    return html_table(["KPI", value_head, "objective", "verdict"], rows, "kpis")
 
 
 def _page_table(view: Mapping[str, _Stat], replicated: bool) -> str:
@@ -779,7 +658,7 @@ def _page_table(view: Mapping[str, _Stat], replicated: bool) -> str:
                 ],
             ]
         )
-    return _table(["page", "requests", "p50", "p95", "p99"], rows, "pages")
+    return html_table(["page", "requests", "p50", "p95", "p99"], rows, "pages")
 
 
 def _twin_table(twin: pd.DataFrame) -> str:
@@ -790,11 +669,11 @@ def _twin_table(twin: pd.DataFrame) -> str:
                 (r.station, ""),
                 (f"{r.servers}", "num"),
                 (f"{r.arrival_rate:.4g}/s", "num"),
-                (_fmt_duration(r.mean_service), "num"),
+                (format_duration(r.mean_service), "num"),
                 (f"{r.rho:.3f}", "num"),
                 (f"{r.utilisation:.3f}", "num"),
-                (_fmt_duration(r.wait_simulated), "num"),
-                (_fmt_duration(r.wait_predicted), "num"),
+                (format_duration(r.wait_simulated), "num"),
+                (format_duration(r.wait_predicted), "num"),
                 (_fmt_queue(r.queue_simulated), "num"),
                 (_fmt_queue(r.queue_predicted), "num"),
                 (r.model, ""),
@@ -813,7 +692,7 @@ def _twin_table(twin: pd.DataFrame) -> str:
         "mean queue (twin)",
         "twin model",
     ]
-    return _table(head, rows, "twin")
+    return html_table(head, rows, "twin")
 
 
 def _html(
@@ -829,14 +708,14 @@ def _html(
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(name)}: simulation report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>Scenario: {_e(name)}</h1>",
-        f'<p class="description">{_e(summary["description"] or "(no description)")}</p>',
+        f"<title>{escape(name)}: simulation report</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Scenario: {escape(name)}</h1>",
+        f'<p class="description">{escape(summary["description"] or "(no description)")}</p>',
         '<p class="meta">'
-        + _e(
-            f"{n} replication{'s' if replicated else ''} of {_fmt_duration(summary['horizon'])} "
-            f"simulated (warm-up {_fmt_duration(summary['warmup'])} excluded from the KPIs); "
+        + escape(
+            f"{n} replication{'s' if replicated else ''} of {format_duration(summary['horizon'])} "
+            f"simulated (warm-up {format_duration(summary['warmup'])} excluded from the KPIs); "
             f"seed{'s' if replicated else ''} {seeds}; ecommerce-sim {summary['version']}; "
             f"{summary['runtime']['total_seconds']:.2f} s wall clock."
         )
@@ -853,7 +732,7 @@ def _html(
         parts.append('<p class="fail">Audit FAILED: the books do not reconcile.</p><ul>')
         for rep in audit["replications"]:
             for violation in rep["violations"][:50]:
-                parts.append(f"<li>replication {rep['replication']}: {_e(violation)}</li>")
+                parts.append(f"<li>replication {rep['replication']}: {escape(violation)}</li>")
         parts.append("</ul>")
     parts.append("</section>")
     parts.append('<section id="kpis"><h2>Key figures and service-level objectives</h2>')
@@ -891,10 +770,10 @@ def _html(
         stem = plot.file.removesuffix(".png")
         data = base64.b64encode(png).decode("ascii")
         parts.append(
-            f'<figure id="fig-{_e(stem)}"><a href="{_e(plot.file)}">'
-            f'<img src="data:image/png;base64,{data}" alt="{_e(plot.caption)}" '
-            f'data-file="{_e(plot.file)}"></a>'
-            f"<figcaption>{_e(plot.caption)}</figcaption></figure>"
+            f'<figure id="fig-{escape(stem)}"><a href="{escape(plot.file)}">'
+            f'<img src="data:image/png;base64,{data}" alt="{escape(plot.caption)}" '
+            f'data-file="{escape(plot.file)}"></a>'
+            f"<figcaption>{escape(plot.caption)}</figcaption></figure>"
         )
     parts.append("</section>")
     parts.append('<section id="data"><h2>Data</h2>')
@@ -924,7 +803,7 @@ def _html(
     parts.append("<ul>")
     names = FRAME_NAMES + (AGGREGATE_FRAME_NAMES if aggregate else ())
     for file in ["summary.json", *[f"{name}.csv" for name in names]]:
-        parts.append(f'<li><a href="{_e(file)}">{_e(file)}</a></li>')
+        parts.append(f'<li><a href="{escape(file)}">{escape(file)}</a></li>')
     parts.append("</ul></section></body></html>")
     return "\n".join(parts) + "\n"
 

@@ -196,3 +196,29 @@ def test_the_base_executor_is_abstract():
         assert executor.describe() == "executor" and executor.jobs == 1
         with pytest.raises(NotImplementedError):
             executor.map(square_slowly, [1])
+
+
+def test_the_pool_and_dask_share_one_submit_and_collect_loop():
+    assert ProcessExecutor.map is DaskExecutor.map is executors._FutureExecutor.map
+    bare = executors._FutureExecutor()
+    assert bare.map(square_slowly, []) == []
+    with pytest.raises(NotImplementedError):
+        bare.map(square_slowly, [1])
+    for hook in (bare._as_completed, bare._gather, bare._cancel):
+        with pytest.raises(NotImplementedError):
+            hook([])
+
+
+def test_a_failing_task_is_raised_after_the_rest_are_cancelled():
+    cancelled = []
+    seen = []
+
+    class Recording(ProcessExecutor):
+        def _cancel(self, pending):
+            cancelled.append(len(pending))
+            super()._cancel(pending)
+
+    with Recording(1) as executor, pytest.raises(ValueError, match="task 3 failed"):
+        executor.map(fail_on_three, range(6), progress=lambda d, t: seen.append(d))
+    assert cancelled == [6]
+    assert seen == [1, 2, 3, 4, 5, 6]  # a failed task counts as finished; gathering raises

@@ -13,12 +13,17 @@ from sim.analysis.compare import (
     WarmupCut,
     apply_auto_warmup,
     auto_warmup,
+    compare,
     extra_kpis,
+    grid_variants,
     kpis_after_warmup,
     run_many,
     summarize_run,
 )
-from sim.analysis.stats import MSER_BATCH, Truncation, mser
+from sim.analysis.stats import MSER_BATCH, Truncation, flatten_numeric, mser
+from sim.engine.histogram import RELATIVE_ACCURACY
+from sim.engine.metrics import interval_cut
+from sim.engine.recorder import RequestAggregates
 from sim.engine.runner import run
 from sim.scenario import load_scenario
 
@@ -260,8 +265,9 @@ def test_auto_warmup_from_aggregates():
     )
     frames = {"request_stats": stats, "latency_histogram": pd.DataFrame()}
     cut = auto_warmup(frames, horizon=400.0, interval=10.0)
-    # batches of 5 intervals: the 8 slow intervals take two batches (the second half slow)
-    assert (cut.response_cut, cut.throughput_cut, cut.cut) == (100.0, 0.0, 100.0)
+    # 4,000 requests would make 200 bins of 2 s in rows mode: here one 10 s interval per bin,
+    # 40 bins in batches of 4 (at least 10 batches): the 8 slow intervals are two batches
+    assert (cut.response_cut, cut.throughput_cut, cut.cut) == (80.0, 0.0, 80.0)
     empty = {"request_stats": stats.assign(requests=0.0), "latency_histogram": pd.DataFrame()}
     assert auto_warmup(empty, horizon=400.0, interval=10.0) == WarmupCut(0.0, 0.0, 0.0, False)
 
@@ -278,3 +284,96 @@ def test_summarize_run_with_auto_warmup_from_aggregates():
             result.kpis, result.frames, warmup=cut.cut, horizon=120.0, interval=10.0
         )["throughput"]
     )
+
+
+def _rows_and_aggregates(
+    times: np.ndarray, response: np.ndarray, interval: float
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Return the frames of the same requests recorded as rows and as aggregates."""
+    aggregates = RequestAggregates(interval)
+    pages = ["home", "search_results"]
+    for i, (time, value) in enumerate(zip(times, response, strict=True)):
+        aggregates.append(time, i, None, pages[i % 2], value, 0.0, 0.0, 0.0, 0, 0.0, 0, 0, "ok")
+    rows = {"requests": pd.DataFrame({"time": times, "response": response})}
+    return rows, aggregates.frames()
+
+
+def test_auto_warmup_from_aggregates_counts_quiet_intervals_as_zero_throughput():
+    # Nothing in the first 20 s, then 10 requests a second: 800 requests, so rows mode has
+    # 50 bins of 2 s; intervals of 1 s fit two to a bin, the same bins as the rows.
+    times = 20.0 + np.arange(800) * 0.1
+    response = np.full(times.size, 0.02)
+    rows, aggregates = _rows_and_aggregates(times, response, interval=1.0)
+    assert aggregates["request_stats"]["start"].min() == 20.0  # no rows for quiet intervals
+    from_rows = auto_warmup(rows, horizon=100.0)
+    assert from_rows == WarmupCut(20.0, 20.0, 0.0, False)
+    assert auto_warmup(aggregates, horizon=100.0, interval=1.0) == from_rows
+
+
+def test_auto_warmup_from_aggregates_in_bins_of_whole_intervals():
+    # 2,000 requests over 100 s: rows mode's bins are 1 s; the 3 s intervals cannot be split,
+    # so a bin is one interval (34, the last one 1 s long, counted at its rate). The first
+    # 12 s are slow.
+    times = np.arange(2000) * 0.05
+    rng = np.random.default_rng(6)
+    response = 0.01 + rng.uniform(-0.001, 0.001, times.size)
+    response[times < 12.0] = 1.0
+    _, aggregates = _rows_and_aggregates(times, response, interval=3.0)
+    cut = auto_warmup(aggregates, horizon=100.0, interval=3.0)
+    # 34 bins make batches of 3 intervals (at least 10 batches): 12 s is 4 intervals, so the
+    # cut is the start of the second batch after them.
+    assert cut == WarmupCut(18.0, 0.0, 18.0, False)
+    assert interval_cut(cut.cut, 3.0) == cut.cut
+
+
+def test_auto_warmup_from_a_few_intervals_still_cuts():
+    # A 5 min run in 1 min intervals: five bins, MSER with batches of one interval.
+    times = np.arange(3000) * 0.1
+    response = np.where(times < 60.0, 1.0, 0.01)
+    _, aggregates = _rows_and_aggregates(times, response, interval=60.0)
+    assert auto_warmup(aggregates, horizon=300.0, interval=60.0) == WarmupCut(
+        60.0, 0.0, 60.0, False
+    )
+
+
+ALIGNED = ["horizon=100s", "metrics.interval=1s", "warmup=auto"]
+"""Under 1,000 requests in 100 s: rows mode's 50 bins of 2 s hold two whole 1 s intervals."""
+
+
+def _kpis_match(rows: dict[str, float], aggregates: dict[str, float]) -> list[str]:
+    """Return the KPIs that differ: counts exactly, percentiles within the buckets' accuracy."""
+    wrong = []
+    for key, value in rows.items():
+        other = aggregates[key]
+        if key.endswith((".count", ".arrivals", ".completions")) or key in ("throughput",):
+            same = other == value
+        elif key.endswith((".p50", ".p95", ".p99")):
+            same = other == pytest.approx(value, rel=RELATIVE_ACCURACY * (1 + 1e-9))
+        else:
+            same = other == pytest.approx(value, rel=1e-9, abs=1e-15, nan_ok=True)
+        if not same:
+            wrong.append(f"{key}: rows {value!r}, aggregates {other!r}")
+    return wrong
+
+
+def test_compare_in_aggregate_mode_equals_rows_mode_with_auto_warmup():
+    variants = grid_variants(SMOKE, [("metrics.requests", ["rows", "aggregate"])], ALIGNED)
+    comparison = compare(variants, 3)
+    rows, aggregates = (comparison.summaries[v.label] for v in variants)
+    assert [s.warmup for s in aggregates] == [s.warmup for s in rows]
+    assert any(s.warmup > 0.0 for s in rows)
+    assert all(s.warmup % 1.0 == 0.0 and s.warmup_auto for s in aggregates)
+    assert [s.warmup_at_limit for s in aggregates] == [s.warmup_at_limit for s in rows]
+    for row, aggregate in zip(rows, aggregates, strict=True):
+        assert set(aggregate.flat) == set(row.flat)
+        assert _kpis_match(row.flat, aggregate.flat) == []
+        assert aggregate.flat["latency.count"] > 0
+
+
+def test_run_many_in_aggregate_mode_equals_rows_mode_with_auto_warmup():
+    rows = run_many(load_scenario(SMOKE, ALIGNED), 2)
+    aggregates = run_many(load_scenario(SMOKE, [*ALIGNED, "metrics.requests=aggregate"]), 2)
+    assert [r.warmup for r in aggregates] == [r.warmup for r in rows]
+    for row, aggregate in zip(rows, aggregates, strict=True):
+        wrong = _kpis_match(flatten_numeric(row.kpis), flatten_numeric(aggregate.kpis))
+        assert wrong == []

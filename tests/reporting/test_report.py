@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 import sim
+from sim.analysis.compare import run_many
 from sim.analysis.stats import mean_ci
 from sim.analysis.theory import mgc_wait, mmc
 from sim.engine.metrics import CHECKOUT_PAGE, latency_summary, station_utilisation
-from sim.reporting import report
+from sim.reporting import report, shared
 from sim.reporting.report import (
     FRAME_NAMES,
     ReportFiles,
@@ -24,6 +25,10 @@ from sim.reporting.report import (
     station_twin,
     write_run_report,
 )
+from sim.scenario import apply_overrides, parse_scenario
+from sim.scenario.loader import read_yaml_file
+
+from .conftest import SMOKE
 
 PNGS = (
     "throughput.png",
@@ -233,12 +238,6 @@ def test_summary_kpis_equal_those_computed_from_the_csvs(report_one):
     assert kpis["payment_outcomes"] == payments["outcome"].value_counts().to_dict()
 
 
-def test_summary_json_is_strict_json_with_nan_as_null():
-    data = report._jsonable({"a": float("nan"), "b": [np.int64(3), np.float64(0.5)], 2: True})
-    assert data == {"a": None, "b": [3, 0.5], "2": True}
-    assert json.dumps(data, allow_nan=False)
-
-
 def test_derived_series_come_from_every_request(report_one, one_run):
     series = csv(report_one, "request_series")
     requests = one_run[0].frames["requests"]
@@ -395,6 +394,30 @@ def test_a_fault_window_the_engine_did_not_record_is_added(scenario):
     }
 
 
+BREAKDOWN = (
+    "faults=[{breakdown: payments.card-a, at: 10s, mtbf: {exponential: {mean: 20s}},"
+    " mttr: {exponential: {mean: 5s}}}, {cache_flush: 80s}]"
+)
+
+
+def test_a_breakdown_shows_exactly_its_recorded_outages(tmp_path):
+    scenario = parse_scenario(apply_overrides(read_yaml_file(SMOKE), ["horizon=2m", BREAKDOWN]))
+    (result,) = run_many(scenario, 1)
+    recorded = result.frames["faults"]
+    outages = recorded[recorded["kind"] == "breakdown"]
+    assert len(outages) >= 2 and (outages["start"] > 10.0).all()  # none at the entry's `at`
+    write_run_report([result], tmp_path)
+    faults = pd.read_csv(tmp_path / "faults.csv")
+    shown = faults[faults["kind"] == "breakdown"]
+    assert shown[["target", "start", "end"]].to_dict("records") == (
+        outages[["target", "start", "end"]].to_dict("records")
+    )
+    assert (shown["end"] > shown["start"]).all()
+    assert faults[faults["kind"] == "cache_flush"][["start", "end"]].values.tolist() == [
+        [80.0, 80.0]
+    ]
+
+
 def test_rebuild_reads_an_empty_csv_as_an_empty_frame(tmp_path):
     for name in FRAME_NAMES:
         (tmp_path / f"{name}.csv").write_text("" if name == "ledger" else "a\n1\n")
@@ -441,7 +464,7 @@ def test_replicated_page_shows_mean_plus_minus_half_width(report_three, three_ru
     assert head[1] == "mean ± 95 % half-width"
     cells = {row[0]: row[1] for row in rows}
     ci = mean_ci([r.kpis["throughput"] for r in three_runs])
-    mean = report._fmt_value(ci.mean, "rate")
+    mean = shared.format_value(ci.mean, "rate")
     assert cells["Throughput (page requests)"] == f"{mean} ± {ci.half_width:,.3g}/s"
     assert "±" in cells["Page response p95"]
     text = page.all_text()
@@ -569,7 +592,7 @@ def test_format_summary_of_replications(three_runs):
     ci = mean_ci([r.kpis["throughput"] for r in three_runs])
     assert text.splitlines()[0].startswith("smoke: 3 replications")
     assert "mean ± 95 % half-width" in text.splitlines()[0]
-    assert f"{report._fmt_value(ci.mean, 'rate')} ± {ci.half_width:,.3g}/s" in text
+    assert f"{shared.format_value(ci.mean, 'rate')} ± {ci.half_width:,.3g}/s" in text
     with pytest.raises(ValueError, match="at least one"):
         format_summary([])
 
@@ -584,26 +607,16 @@ def test_slo_without_data_is_neither_met_nor_missed(scenario):
     assert verdicts["page_p95"]["interval_straddles_target"] is True  # 0.05..0.11 holds 0.1
 
 
-def test_value_formats():
-    assert report._fmt_value(float("nan"), "ms") == "n/a"
-    assert report._fmt_value(0.0123, "ms") == "12.3 ms"
-    assert report._fmt_value(0.5, "pct") == "50.0 %"
-    assert report._fmt_value(2.5, "rate") == "2.5/s"
-    assert report._fmt_value(12345, "money") == "123.45"
-    assert report._fmt_value(3.0, "count") == "3" and report._fmt_value(3.5, "count") == "3.5"
-    assert report._fmt_value(0.000123, "number") == "0.000123"
-    assert report._fmt_half(0.01, "pct") == "1.0 pp"
-    assert report._fmt_half(150, "money") == "1.50" and report._fmt_half(1.25, "count") == "1.2"
-    assert report._fmt_half(0.5, "number") == "0.5" and report._fmt_half(0.002, "ms") == "2.0 ms"
+def test_report_formats():
     assert report._fmt_stat(None, "ms", True) == "n/a"
     assert report._fmt_stat(report._Stat(1.0, float("nan"), 1), "count", True) == "1 (n=1)"
-    assert report._fmt_duration(float("nan")) == "n/a"
-    assert report._fmt_duration(0.0042) == "4.2 ms"
-    assert report._fmt_duration(3e-9) == "< 0.001 ms" and report._fmt_duration(0.0) == "0 ms"
+    assert report._fmt_stat(report._Stat(0.0123, 0.002, 3), "ms", True) == "12.3 ms ± 2.0 ms"
     assert report._fmt_queue(float("nan")) == "n/a" and report._fmt_queue(2e-7) == "< 0.0001"
     assert report._fmt_queue(0.0) == "0" and report._fmt_queue(1.23456) == "1.23"
-    assert report._fmt_duration(42.0) == "42 s"
-    assert report._fmt_duration(7200.0) == "120 min"
+
+
+def test_the_run_report_uses_the_shared_pieces():
+    assert report.ReportFiles is shared.ReportFiles and report.PLOT_DPI == shared.PLOT_DPI
 
 
 def test_report_files_are_paths(report_one):
