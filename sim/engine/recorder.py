@@ -373,38 +373,32 @@ class RequestAggregates:
             .loc[:, list(REQUEST_STATS_COLUMNS)]
         )
 
-        histogram = _sum_by_key(hist_ks, hist[0], hist[1])
-        hist_codes = histogram["key"].to_numpy() // _BUCKET_SPAN
+        # The two biggest frames are summed and ordered in numpy (by interval, page name, then
+        # bucket or outcome name), and their page columns built from codes: over a long run
+        # they have hundreds of thousands of rows, and pandas' groupby and sort would each
+        # hold several copies of them at once.
+        page_rank = _ranks(self._pages)
+        ks_, ranks, offsets, counts = _tally(hist_ks, hist[0], hist[1], _BUCKET_SPAN, page_rank)
         latency_histogram = pd.DataFrame(
             {
-                "start": histogram["k"].to_numpy(dtype=float) * interval,
-                "page": page_column(hist_codes),
-                "bucket": (histogram["key"].to_numpy() % _BUCKET_SPAN + ZERO_BUCKET).astype(
-                    np.int16
-                ),
-                "count": histogram["count"].to_numpy(dtype=np.int64),
+                "start": ks_.astype(float) * interval,
+                "page": pd.Categorical.from_codes(ranks, dtype=categories),
+                "bucket": (offsets + ZERO_BUCKET).astype(np.int16),
+                "count": counts,
             }
         )
-        latency_histogram = latency_histogram.sort_values(
-            ["start", "page", "bucket"], kind="stable"
-        ).reset_index(drop=True)
-
-        outcomes = _sum_by_key(out_ks, out_keys, out_counts)
-        out_codes = outcomes["key"].to_numpy() // _OUTCOME_SPAN
+        outcome_names = sorted(self._outcomes)
+        ks_, ranks, outcome_ranks, counts = _tally(
+            out_ks, out_keys, out_counts, _OUTCOME_SPAN, page_rank, _ranks(self._outcomes)
+        )
         request_outcomes = pd.DataFrame(
             {
-                "start": outcomes["k"].to_numpy(dtype=float) * interval,
-                "page": page_column(out_codes),
-                "outcome": [
-                    self._outcomes[int(c)] for c in outcomes["key"].to_numpy() % _OUTCOME_SPAN
-                ],
-                "count": outcomes["count"].to_numpy(dtype=np.int64),
+                "start": ks_.astype(float) * interval,
+                "page": pd.Categorical.from_codes(ranks, dtype=categories),
+                "outcome": [outcome_names[int(r)] for r in outcome_ranks],
+                "count": counts,
             }
         )
-        request_outcomes = request_outcomes.sort_values(
-            ["start", "page", "outcome"], kind="stable"
-        ).reset_index(drop=True)
-
         page_sessions = pd.DataFrame(
             {"page": list(self._pages), "sessions": list(self._page_sessions)},
             columns=list(PAGE_SESSION_COLUMNS),
@@ -419,12 +413,43 @@ class RequestAggregates:
         }
 
 
-def _sum_by_key(ks: np.ndarray, keys: np.ndarray, counts: np.ndarray) -> pd.DataFrame:
-    """Return (k, key, count) summed over equal (k, key) pairs, sorted by k then key."""
-    frame = pd.DataFrame(
-        {"k": ks.astype(np.int64), "key": keys.astype(np.int64), "count": counts.astype(np.int64)}
-    )
-    return frame.groupby(["k", "key"], sort=True)["count"].sum().reset_index()
+def _ranks(names: list[str]) -> np.ndarray:
+    """Return, for each code (index into ``names``), the rank of its name in sorted order."""
+    ranks = np.empty(len(names), dtype=np.int64)
+    ranks[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+    return ranks
+
+
+def _tally(
+    ks: np.ndarray,
+    keys: np.ndarray,
+    counts: np.ndarray,
+    span: int,
+    major_rank: np.ndarray,
+    minor_rank: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sum ``counts`` over equal (interval, key) pairs; return them in sorted order.
+
+    A key is ``major * span + minor`` (a page code and a bucket offset or outcome code). The
+    result is sorted by interval, then the major's rank (its name's order), then the minor
+    (or its rank): four arrays (interval, major rank, minor or its rank, count).
+    """
+    keys = keys.astype(np.int64)
+    major = major_rank[keys // span] if major_rank.size else keys // span
+    minor = keys % span if minor_rank is None else minor_rank[keys % span]
+    width = max(int(major_rank.size), 1)
+    combined = (ks.astype(np.int64) * width + major) * span + minor
+    order = np.argsort(combined, kind="stable")
+    combined = combined[order]
+    summed = counts.astype(np.int64)[order]
+    if combined.size:
+        firsts = np.flatnonzero(np.concatenate(([True], combined[1:] != combined[:-1])))
+        if firsts.size != combined.size:  # a late request reopened an interval already folded
+            summed = np.add.reduceat(summed, firsts)
+            combined = combined[firsts]
+    rest, minor = np.divmod(combined, span)
+    k, major = np.divmod(rest, width)
+    return k, major, minor, summed
 
 
 def cache_from_stats(request_stats: pd.DataFrame) -> pd.DataFrame:

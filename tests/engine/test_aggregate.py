@@ -295,6 +295,32 @@ def test_late_requests_of_a_folded_interval_are_added_to_it():
     assert frames["latency_histogram"]["count"].sum() == 4
 
 
+def test_the_latency_histogram_sums_a_reopened_interval_and_sorts_pages_by_name():
+    agg = RequestAggregates(10.0)
+    agg.append(*_row(1.0, "zoo", 0.1))  # "zoo" gets code 0, "ant" code 1: names sort the other way
+    agg.append(*_row(3.0, "ant", 0.1))
+    agg.append(*_row(55.0, "zoo", 0.2))  # folds interval 0
+    agg.append(*_row(2.0, "zoo", 0.1))  # the same bucket of interval 0, in a second chunk
+    agg.append(*_row(4.0, "ant", 0.3, outcome="late"))
+    bucket = int(buckets_of(np.array([0.1, 0.2, 0.3]))[0])
+    b2, b3 = (int(b) for b in buckets_of(np.array([0.2, 0.3])))
+    histogram = agg.frames()["latency_histogram"]
+    assert histogram.assign(page=histogram["page"].astype(str)).values.tolist() == [
+        [0.0, "ant", bucket, 1],
+        [0.0, "ant", b3, 1],
+        [0.0, "zoo", bucket, 2],
+        [50.0, "zoo", b2, 1],
+    ]
+    assert histogram["bucket"].dtype == np.int16 and histogram["count"].dtype == np.int64
+    outcomes = agg.frames()["request_outcomes"]
+    assert outcomes.assign(page=outcomes["page"].astype(str)).values.tolist() == [
+        [0.0, "ant", "late", 1],
+        [0.0, "ant", "ok", 1],
+        [0.0, "zoo", "ok", 2],
+        [50.0, "zoo", "ok", 1],
+    ]
+
+
 def test_sessions_count_each_page_once_when_they_end():
     recorder = Recorder("aggregate", 60.0)
     assert isinstance(recorder.sessions, SessionTable)
