@@ -107,12 +107,15 @@ class Distribution(BaseModel):
         self._prepare()
         try:
             mean, second = self._moments()
+            scv = self._exact_scv(mean, second)
         except (OverflowError, ZeroDivisionError):
-            mean, second = math.inf, math.inf
-        if not (math.isfinite(mean) and math.isfinite(second)):
+            mean = second = scv = math.inf
+        if not (math.isfinite(mean) and math.isfinite(second) and math.isfinite(scv)):
+            raise ValueError("parameters too extreme: the mean or variance is not finite")
+        if not (mean >= 0.0 and mean * (1.0 + scv) < math.inf):
             raise ValueError("parameters too extreme: the mean or variance is not finite")
         self._mean = mean
-        self._scv = self._exact_scv(mean, second)
+        self._scv = scv
         return self
 
     def _prepare(self) -> None:
@@ -219,6 +222,10 @@ class Exponential(_Capped):
         if self.cap is None:
             return m, 2.0 * m * m
         x = self.cap / m
+        if x == 0.0:  # the cap is negligible next to the mean: every draw is at the cap
+            return self.cap, self.cap * self.cap
+        if math.isinf(x):  # the cap is out of reach
+            return m, 2.0 * m * m
         tail = math.exp(-x)
         below = -math.expm1(-x)  # 1 - exp(-x), exact for small x
         return m * below, 2.0 * m * m * (below - x * tail)
@@ -228,8 +235,12 @@ class Exponential(_Capped):
         if self.cap is None:
             return 1.0
         x = self.cap / self.scale
-        below = -math.expm1(-x)
-        return max(2.0 * (below - x * math.exp(-x)) / (below * below) - 1.0, 0.0)
+        below = -math.expm1(-x)  # exact for tiny x
+        if below == 0.0:  # x underflowed: every draw is at the cap, a constant
+            return 0.0
+        if math.isinf(x):
+            return 1.0
+        return max(2.0 * ((below - x * math.exp(-x)) / below) / below - 1.0, 0.0)
 
     def _params(self) -> Any:
         return self._with_cap({"mean": self.scale})
@@ -302,7 +313,9 @@ class Normal(_Capped):
         if self.cap is not None:
             first += c * tail
             second += c * c * tail - sigma * (mu + c) * phi_b
-        return first / kept, second / kept
+        # The terms can cancel badly (a huge mean and sd, a tiny cap); the moments of a value
+        # in [0, c] lie in [0, c] and [0, c * c], so clamp rounding back into them.
+        return min(max(first / kept, 0.0), c), min(max(second / kept, 0.0), c * c)
 
     def _params(self) -> Any:
         return self._with_cap({"mean": self.mu, "sd": self.sigma})

@@ -5,6 +5,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sim.scenario.distributions import (
@@ -331,3 +333,36 @@ def test_tiny_values_keep_exact_moments_where_squares_underflow(spec, mean, scv)
     dist = distribution(spec)
     assert dist.mean == pytest.approx(mean, rel=1e-12)
     assert dist.scv == pytest.approx(scv, rel=1e-9)
+
+
+EXTREME = st.one_of(
+    st.sampled_from([0.0, 5e-324, 1e-308, 1e-300, 1e-162, 1e-150, 1e-9, 1.0, 1e9, 1e9 - 1]),
+    st.floats(min_value=0.0, max_value=1e9, allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=st.sampled_from(["exponential", "uniform", "normal", "lognormal", "lognormal-p95"]),
+    a=EXTREME,
+    b=EXTREME,
+    cap=st.one_of(st.none(), EXTREME),
+)
+def test_extreme_parameters_give_finite_moments_or_a_clear_refusal(kind, a, b, cap):
+    spec = {
+        "exponential": {"mean": a},
+        "uniform": {"low": min(a, b), "high": max(a, b)},
+        "normal": {"mean": a, "sd": b},
+        "lognormal": {"mean": a, "cv": b},
+        "lognormal-p95": {"median": a, "p95": b},
+    }[kind]
+    if cap is not None and kind != "uniform":
+        spec["cap"] = cap
+    try:
+        dist = distribution({kind.split("-")[0]: spec})
+    except ValidationError as exc:  # refused with a message, never another exception
+        assert all(error["msg"] for error in exc.errors())
+        return
+    assert math.isfinite(dist.mean) and dist.mean >= 0.0
+    assert math.isfinite(dist.scv) and dist.scv >= 0.0
+    assert math.isfinite(dist.variance) and dist.variance >= 0.0
