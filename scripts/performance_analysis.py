@@ -26,6 +26,8 @@ What it measures (every figure in this one process run):
   own); bytes per recorded request in rows mode.
 - **Parallel**: replications per second with one process and with one per core, and the
   speed-up.
+- **Storage**: wall time of the same run on the in-memory store, on SQLite in memory and on a
+  SQLite file, and the cost of each against memory.
 - **Percentile accuracy**: streaming-histogram percentiles against exact ones from rows.
 - **Domain hot paths** (timeit): add_to_cart, pricing a cart, place_order (checkout), a cache
   get, and catalog search at 10k and 100k products.
@@ -45,6 +47,7 @@ import pstats
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -95,10 +98,11 @@ class Size:
     hot_repeat: int  # timeit repetitions per hot path
     catalog_sizes: tuple[int, ...]
     profile_horizon: float  # the profiled run of the time breakdown
+    storage_horizon: float  # the runs of the storage section
 
 
-FULL = Size(7200.0, 900.0, 3600.0, (1, 4, 16), (1, 4), 4, 2000, (10_000, 100_000), 1800.0)
-QUICK = Size(1200.0, 300.0, 240.0, (1, 4, 16), (1, 4), 4, 300, (10_000, 100_000), 600.0)
+FULL = Size(7200.0, 900.0, 3600.0, (1, 4, 16), (1, 4), 4, 2000, (10_000, 100_000), 1800.0, 1200.0)
+QUICK = Size(1200.0, 300.0, 240.0, (1, 4, 16), (1, 4), 4, 300, (10_000, 100_000), 600.0, 300.0)
 
 
 # --- counting events --------------------------------------------------------------------------
@@ -542,6 +546,11 @@ class Row:
     met: bool | None = None
 
 
+def span(seconds: float) -> str:
+    """Return a simulated duration as whole hours or minutes (``2 h``, ``4 min``)."""
+    return f"{seconds / 3600:g} h" if seconds % 3600 == 0 else f"{seconds / 60:g} min"
+
+
 def verdict(met: bool | None) -> str:
     """Return ``met`` / ``NOT MET`` / empty."""
     return "" if met is None else ("met" if met else "NOT MET")
@@ -713,7 +722,7 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
     model_rate = model_events / model_wall
     bare_rate = bare_events / bare_wall
     ratio = model_rate / bare_rate
-    sec = "Overhead and throughput (baseline scenario, " + f"{size.overhead_horizon / 3600:g} h)"
+    sec = "Overhead and throughput (baseline scenario, " + f"{span(size.overhead_horizon)})"
     rows += [
         Row(
             sec,
@@ -757,7 +766,7 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
 
     # 1b. where the time goes -----------------------------------------------------------------
     profiled = scenario_with(scenario, horizon=size.profile_horizon, warmup=0.0)
-    sec = f"Where the model's time goes (cProfile, {size.profile_horizon / 3600:g} h, shares)"
+    sec = f"Where the model's time goes (cProfile, {span(size.profile_horizon)}, shares)"
     for label_, share in where_the_time_goes(profiled, seed):
         rows.append(Row(sec, label_, 100.0 * share, "%"))
 
@@ -806,7 +815,7 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
                 f"{figures['peak_rss'] / 2**20:.0f} MiB",
                 flush=True,
             )
-    sec = f"Scaling (1x = {size.scaling_horizon / 3600:g} h of the baseline; fresh process each)"
+    sec = f"Scaling (1x = {span(size.scaling_horizon)} of the baseline; fresh process each)"
     agg = {r["factor"]: r for r in scaling if r["mode"] == "aggregate"}
     raw = {r["factor"]: r for r in scaling if r["mode"] == "rows"}
     for r in scaling:
@@ -895,7 +904,7 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
     one = replications_per_second(size.scaling_horizon, size.replications, 1)
     many = replications_per_second(size.scaling_horizon, size.replications, cores)
     speedup = many / one
-    sec = f"Parallel ({size.replications} replications of {size.scaling_horizon / 3600:g} h)"
+    sec = f"Parallel ({size.replications} replications of {span(size.scaling_horizon)})"
     rows += [
         Row(sec, "replications per second, 1 process", one, "reps/s"),
         Row(sec, f"replications per second, {cores} processes", many, "reps/s"),
@@ -909,6 +918,24 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
         ),
     ]
     print("  parallel section done", flush=True)
+
+    # 4b. storage: the same run on each store ---------------------------------------------------
+    sec = f"Storage (the baseline, {span(size.storage_horizon)}, one run each)"
+    walls = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for label_, storage in (
+            ("memory", "memory"),
+            ("SQLite in memory", "sqlite"),
+            ("SQLite file (WAL)", {"kind": "sqlite", "path": str(Path(scratch) / "shop.db")}),
+        ):
+            stored = scenario_with(base, horizon=size.storage_horizon, warmup=0.0, storage=storage)
+            walls[label_] = run(stored).runtime
+            rows.append(Row(sec, f"wall time, {label_}", walls[label_], "s"))
+    for label_ in ("SQLite in memory", "SQLite file (WAL)"):
+        rows.append(
+            Row(sec, f"cost of {label_} against memory", walls[label_] / walls["memory"], "x")
+        )
+    print("  storage section done", flush=True)
 
     # 5. domain hot paths -------------------------------------------------------------------------
     hot = hot_paths(size)

@@ -49,6 +49,7 @@ from sim.reporting.compare_report import (
 )
 from sim.reporting.report import format_summary, rebuild_report, write_run_report
 from sim.scenario import Scenario, ScenarioError, apply_overrides, load_scenario, parse_scenario
+from sim.services.sqlite_store import MEMORY, StorageError, is_store_file, replica_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = PROJECT_ROOT / "scenarios"
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (UsageError, ExecutorError) as exc:
+    except (UsageError, ExecutorError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -149,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     seed = scenario.seed
     final = args.out if args.out is not None else _run_folder(scenario, seed)
     _out_is_usable(final)
+    _storage_is_usable(args.scenario, scenario, replications)
     with (
         _open_executor(args, replications, only_if_asked=True) as executor,
         _progress(scenario, replications, quiet=args.quiet) as progress,
@@ -469,6 +471,31 @@ def _replication_settings(args: argparse.Namespace, scenario: Scenario) -> tuple
     return replications, seed
 
 
+def _storage_is_usable(source: Path | str, scenario: Scenario, replications: int) -> None:
+    """Refuse, before anything runs, a ``storage.path`` whose file is not a store of ours.
+
+    A run replaces a store file left by an earlier run, never another file.
+    """
+    storage = scenario.storage
+    if storage.kind != "sqlite" or storage.path is None or storage.path == MEMORY:
+        return
+    for replication in range(replications):
+        target = replica_path(storage.path, replication)
+        if target.exists() and (
+            not target.is_file() or (target.stat().st_size > 0 and not is_store_file(target))
+        ):
+            raise ScenarioError(
+                str(source),
+                [
+                    (
+                        "storage.path",
+                        f"{target} exists and is not an ecommerce-sim store; "
+                        "refusing to overwrite it",
+                    )
+                ],
+            )
+
+
 def _out_is_usable(final: Path) -> None:
     """Refuse, before anything runs, an output folder that cannot be written or replaced.
 
@@ -513,6 +540,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     first = variants[0].scenario
     final = args.out if args.out is not None else _whatif_folder(first.name, "compare", seed)
     _out_is_usable(final)
+    for variant in variants:
+        _storage_is_usable(variant.label, variant.scenario, replications)
     started = time.perf_counter()
     runs = len(variants) * replications
     with (
@@ -571,6 +600,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     replications, seed = _replication_settings(args, scenario)
     final = args.out if args.out is not None else _whatif_folder(scenario.name, "plan", seed)
     _out_is_usable(final)
+    _storage_is_usable(args.scenario, scenario, replications)
     started = time.perf_counter()
 
     def report(evaluation: Evaluation) -> None:

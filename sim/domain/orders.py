@@ -145,7 +145,9 @@ class Order(EventSource):
     Create it with :meth:`place`; change it only through the transition methods.
     ``returned`` counts the units received back per SKU, ``pending_return`` the units of
     the open return request, ``refund_due`` what the open return (or a paid cancellation)
-    still has to refund, ``refunded`` what has been refunded so far.
+    still has to refund, ``refunded`` what has been refunded so far. ``payment_ids`` lists
+    every payment opened for the order, oldest first (:meth:`add_payment`), so cancelling
+    the order can close one the gateway still holds; ``payment_id`` is the one that paid.
     """
 
     id: str
@@ -167,6 +169,7 @@ class Order(EventSource):
     pending_return: dict[str, int] = field(default_factory=dict)
     refund_due: Money = field(default_factory=Money.zero)
     refunded: Money = field(default_factory=Money.zero)
+    payment_ids: list[str] = field(default_factory=list)
     events: list[DomainEvent] = events_field()
 
     @classmethod
@@ -294,6 +297,22 @@ class Order(EventSource):
                 at=now, order_id=self.id, user_id=self.user_id, old=old.value, new=new.value
             )
         )
+
+    def add_payment(self, payment_id: str) -> None:
+        """Note a payment opened for this pending order (the gateway is about to be called).
+
+        Raises InvalidValue for an order that no longer awaits payment, an empty id, or an
+        id already noted.
+        """
+        if self.status is not OrderStatus.PENDING:
+            raise InvalidValue(
+                f"order {self.id}: is {self.status}, not awaiting payment ({payment_id})"
+            )
+        if not payment_id or payment_id in self.payment_ids:
+            raise InvalidValue(
+                f"order {self.id}: payment id {payment_id!r} is empty or already noted"
+            )
+        self.payment_ids.append(payment_id)
 
     def mark_paid(self, payment_id: str, now: float) -> None:
         """Note the captured payment: pending -> processing."""

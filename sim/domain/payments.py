@@ -10,6 +10,13 @@ method's ``fingerprint`` identifies it without secret data (card brand and last 
     pending --authorize--> authorized --capture--> captured --refund--> (partially_)refunded
     pending --decline--> declined        authorized --void--> voided
     pending --fail--> failed --(retried)--> authorized / declined / failed
+    pending / failed --cancel--> cancelled --(late approval) void--> voided
+                                           --(late decline) decline--> declined
+
+A payment is cancelled when the shop closes it while the gateway still holds the request
+(its order was cancelled or expired): no money moved. If the gateway then approves, the
+authorisation is voided at once (``void``: no capture, no charge); a late decline just
+closes it as declined; a late failure leaves it cancelled.
 
 Idempotency follows Stripe: an :class:`IdempotencyRecord` keeps the first outcome of a
 request under its key for 24 hours; :func:`replay_or_conflict` tells a repeat (replay it)
@@ -400,6 +407,7 @@ class PaymentStatus(str, Enum):
     VOIDED = "voided"
     REFUNDED = "refunded"
     PARTIALLY_REFUNDED = "partially_refunded"
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:
         """Return the plain value (``"captured"``)."""
@@ -409,8 +417,9 @@ class PaymentStatus(str, Enum):
 _P = PaymentStatus
 
 PAYMENT_TRANSITIONS: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
-    _P.PENDING: frozenset({_P.AUTHORIZED, _P.DECLINED, _P.FAILED}),
-    _P.FAILED: frozenset({_P.AUTHORIZED, _P.DECLINED, _P.FAILED}),
+    _P.PENDING: frozenset({_P.AUTHORIZED, _P.DECLINED, _P.FAILED, _P.CANCELLED}),
+    _P.FAILED: frozenset({_P.AUTHORIZED, _P.DECLINED, _P.FAILED, _P.CANCELLED}),
+    _P.CANCELLED: frozenset({_P.VOIDED, _P.DECLINED}),
     _P.AUTHORIZED: frozenset({_P.CAPTURED, _P.VOIDED}),
     _P.CAPTURED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),
     _P.PARTIALLY_REFUNDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),
@@ -418,7 +427,11 @@ PAYMENT_TRANSITIONS: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
     _P.VOIDED: frozenset(),
     _P.REFUNDED: frozenset(),
 }
-"""Each state -> the states a payment may move to; a failed request may be retried."""
+"""Each state -> the states a payment may move to; a failed request may be retried.
+
+A cancelled payment moves only when the gateway's late answer arrives: an approval is
+voided, a decline recorded.
+"""
 
 _CAPTURED_STATES = frozenset({_P.CAPTURED, _P.PARTIALLY_REFUNDED, _P.REFUNDED})
 
@@ -518,7 +531,10 @@ class Payment(EventSource):
         )
 
     def decline(self, reason: str, now: float) -> None:
-        """Record a refusal by the gateway or the fraud rules; records PaymentDeclined."""
+        """Record a refusal by the gateway or the fraud rules; records PaymentDeclined.
+
+        Also from cancelled: the gateway's late decline of a payment the shop had closed.
+        """
         self._move(PaymentStatus.DECLINED, now)
         self.attempts += 1
         self.last_error = reason
@@ -532,9 +548,24 @@ class Payment(EventSource):
         self.attempts += 1
         self.last_error = reason
 
+    def cancel(self, now: float) -> None:
+        """Close a payment the gateway still holds because its order was cancelled.
+
+        pending / failed -> cancelled; no money moved. The gateway's late answer is then
+        settled by :meth:`void` (an approval) or :meth:`decline`.
+        """
+        self._move(PaymentStatus.CANCELLED, now)
+
     def void(self, now: float) -> None:
-        """Cancel an authorisation before capture (no money moved); records PaymentVoided."""
+        """Cancel an authorisation before capture (no money moved); records PaymentVoided.
+
+        From authorized, or from cancelled when the gateway approves a payment the shop had
+        already cancelled (a late approval: it counts as an attempt, and is never captured).
+        """
+        late = self.status is PaymentStatus.CANCELLED
         self._move(PaymentStatus.VOIDED, now)
+        if late:
+            self.attempts += 1
         self.record(
             PaymentVoided(at=now, payment_id=self.id, order_id=self.order_id, amount=self.amount)
         )

@@ -422,7 +422,8 @@ class ActivityLog:
     """One user's activity: counts per kind, first and last time seen, the latest entries.
 
     Memory is bounded: counts and times are scalars and ``recent`` keeps at most
-    :data:`RECENT_ACTIVITY_LIMIT` ``(at, kind, ref)`` entries. It records no domain events
+    :data:`RECENT_ACTIVITY_LIMIT` ``(at, kind, ref)`` entries (or as many as :meth:`create`
+    was told). It records no domain events
     (its ``record`` counts an activity), so it is not an EventSource.
     """
 
@@ -431,6 +432,13 @@ class ActivityLog:
     first_seen: float | None = None
     last_seen: float | None = None
     recent: deque[tuple[float, ActivityKind, str]] = field(default_factory=_recent, repr=False)
+
+    @classmethod
+    def create(cls, user_id: str, keep: int = RECENT_ACTIVITY_LIMIT) -> ActivityLog:
+        """Return an empty log that keeps the ``keep`` latest entries (0: counts only)."""
+        if type(keep) is not int or keep < 0:
+            raise InvalidValue(f"entries kept must be an integer >= 0, got {keep!r}")
+        return cls(user_id, recent=deque(maxlen=keep))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ActivityLog:
         """Copy cheaply: the entries are immutable tuples, so copying the containers suffices."""

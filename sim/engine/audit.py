@@ -37,8 +37,10 @@ The rules, by name:
   or an open payment; paid and in fulfilment: processing, shipped, return requested or
   returned); ``order reservation``: a paid order whose reservation was not committed.
 - ``payment orphan``: a payment for no order; ``payment state``: a captured payment whose
-  order is not paid with it; ``payment stranded``: a pending or failed payment whose order no
-  longer waits for it, and that was not abandoned (its idempotency record still pending).
+  order is not paid with it, or a cancelled payment (closed with its order while the gateway
+  held it) whose order is still pending; ``payment stranded``: a pending or failed payment
+  whose order no longer waits for it, and that was not abandoned (its idempotency record
+  still pending). A cancelled payment is final, as is one voided after a late approval.
 - ``session twice`` / ``session lost`` / ``session state`` (:func:`audit` only): a shopper
   session recorded twice, started but never recorded (a gap in the session numbers, or a
   request of a session nobody recorded), or with an unknown end reason.
@@ -107,7 +109,11 @@ _CAPTURED = frozenset(
     {PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
 )
 _OPEN_PAYMENT = frozenset({PaymentStatus.PENDING, PaymentStatus.FAILED})
-_FINAL_PAYMENT = _CAPTURED | {PaymentStatus.DECLINED, PaymentStatus.VOIDED}
+_FINAL_PAYMENT = _CAPTURED | {
+    PaymentStatus.DECLINED,
+    PaymentStatus.VOIDED,
+    PaymentStatus.CANCELLED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +420,14 @@ def _check_payments(
                     )
                 )
             checked["payments_final"] += 1
+        elif status is PaymentStatus.CANCELLED and order.status is OrderStatus.PENDING:
+            found.append(
+                Violation(
+                    "payment state",
+                    (pid, order.id),
+                    "cancelled while its order still awaits payment",
+                )
+            )
         elif status in _FINAL_PAYMENT:
             checked["payments_final"] += 1
         elif order.status is OrderStatus.PENDING:

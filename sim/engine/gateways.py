@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import simpy
 
+from sim.domain.payments import PaymentStatus
 from sim.engine.stations import Station
 from sim.scenario.schema import Gateway as GatewaySpec
 from sim.services.handlers import shopping
@@ -103,6 +104,12 @@ def pay(
 
     Retries keep the same idempotency key while they go to the same gateway; failing over
     to another gateway (only when the first one is down) uses a new key there.
+
+    The order may be cancelled while its payment is at the gateway (its customer, an admin,
+    the expiry of its reservation): the payment is then cancelled with it, no retry
+    follows, and the answer still on its way is settled without the order (an approval
+    voided). The outcome is then ``"cancelled"`` or ``"voided"`` (or ``"declined"``), and
+    nothing is abandoned.
     """
     env, uow, rec = world.env, world.uow, world.recorder
     order_gateways = choose(world, rng.random())
@@ -121,6 +128,9 @@ def pay(
     retry = world.retry
     outcome = "failed"
     for attempt in range(1, retry.max_attempts + 1):
+        if attempt > 1 and _cancelled(world, start.payment_id):
+            outcome = shopping.CANCELLED  # the order was cancelled between two attempts
+            break
         gateway = next((g for g in order_gateways if not g.down), order_gateways[0])
         if gateway is not order_gateways[0]:
             rec.count("failovers")
@@ -141,4 +151,13 @@ def pay(
         shopping.abandon_payment(uow, start.payment_id, env.now)
     elif outcome == "declined":
         rec.count("declines")
+    elif outcome in (shopping.CANCELLED, shopping.VOIDED):
+        rec.count("payments_cancelled")
+        if outcome == shopping.VOIDED:
+            rec.count("late_approvals_voided")
     return outcome
+
+
+def _cancelled(world: World, payment_id: str) -> bool:
+    """Return True if the payment was cancelled with its order (nothing left to retry)."""
+    return world.uow.payments.find_readonly(payment_id).status is PaymentStatus.CANCELLED

@@ -81,6 +81,7 @@ def run(
     warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
     kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)
     books = audit(world, frames)
+    world.uow.close()  # a file store's connection; nothing in memory
     return RunResult(
         scenario=scenario,
         seed=seed,

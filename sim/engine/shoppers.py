@@ -18,6 +18,7 @@ import simpy
 from sim.domain.errors import CouponRejected, DomainError, EmptyCart, OutOfStock
 from sim.domain.users import ActivityKind
 from sim.engine import cache_server, gateways, warehouses
+from sim.engine.world import RECENT_ACTIVITY_KEPT
 from sim.services.handlers import accounts, fulfilment, shopping
 
 if TYPE_CHECKING:
@@ -193,7 +194,12 @@ def _ensure_user(world: World, shopper: Shopper) -> str:
     if shopper.user_id is None:
         email = f"visitor{shopper.sid}.{world.replication}@example.com"
         shopper.user_id = accounts.register(
-            world.uow, email, world.password_for(email), world.env.now, hasher=world.policies.hasher
+            world.uow,
+            email,
+            world.password_for(email),
+            world.env.now,
+            hasher=world.policies.hasher,
+            keep_recent=RECENT_ACTIVITY_KEPT,
         )
         world.recorder.count("registrations")
     return shopper.user_id

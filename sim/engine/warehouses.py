@@ -1,4 +1,8 @@
-"""Warehouses: paid orders queue for pickers, then ship, arrive, and sometimes come back."""
+"""Warehouses: paid orders queue for pickers, then ship, arrive, and sometimes come back.
+
+The warehouse's steps are staff work: they run as the shop's admin (``world.admin_id``),
+who holds ``manage_orders``.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ def fulfil(
 ) -> Generator[simpy.Event, Any, None]:
     """Take one paid order from picking to delivery and, for some, through a return."""
     env, uow, spec = world.env, world.uow, world.scenario.fulfilment
+    staff = world.admin_id
     u = rng.random()
     index = min(
         int(np.searchsorted(world.warehouse_cdf, u, side="right")), len(spec.warehouses) - 1
@@ -39,9 +44,9 @@ def fulfil(
         yield outage[1]  # the order waits in Processing until the warehouse is back
     yield from visit(env, warehouse, pick)
     yield env.timeout(ship_delay)
-    fulfilment.ship_order(uow, order_id, env.now)
+    fulfilment.ship_order(uow, staff, order_id, env.now)
     yield env.timeout(delivery_delay)
-    fulfilment.deliver_order(uow, order_id, env.now)
+    fulfilment.deliver_order(uow, staff, order_id, env.now)
     if not returned:
         return
     yield env.timeout(return_delay)
@@ -52,7 +57,7 @@ def fulfil(
         units = {sku: 1}
     fulfilment.request_return(uow, user_id, order_id, units, env.now)
     world.recorder.count("returns")
-    fulfilment.receive_return(uow, order_id, env.now)
+    fulfilment.receive_return(uow, staff, order_id, env.now)
     yield env.timeout(REFUND_LATENCY)
-    fulfilment.refund_return(uow, order_id, env.now)
+    fulfilment.refund_return(uow, staff, order_id, env.now)
     world.recorder.count("refunds")

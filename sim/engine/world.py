@@ -34,11 +34,16 @@ from sim.scenario.schema import Scenario
 from sim.scenario.workloads import BehaviorGraph, PageDemand
 from sim.services.handlers import accounts, catalog
 from sim.services.policies import ShopPolicies
+from sim.services.sqlite_store import open_store
 from sim.services.store import UnitOfWork
 from sim.services.subscribers import attach_subscribers
 
 SIMULATION_HASHER = PasswordHasher(iterations=1)
 """A deliberately cheap KDF setting: simulated logins must not cost real CPU seconds."""
+
+RECENT_ACTIVITY_KEPT = 20
+"""Latest activity entries kept per simulated customer (the counts keep everything): the
+domain's default of 200 would make each customer's log grow for the whole of a long run."""
 
 RECOMMENDATION_SHARE = 0.3
 """Chance that a product view follows a "bought together" recommendation of the last one."""
@@ -142,7 +147,9 @@ class World:
             sort="best_selling",
             page_size=SEARCH_PAGE_SIZE,
         )
-        page = self.index.search(query, sales=self.sales_view, sold_out=self.sold_out)
+        page = self.index.search(
+            query, sales=self.sales_view, sold_out=self.sold_out, ranked=self.recommender.ranked_in
+        )
         return list(page.items)
 
     def admin_touch(self, sku: str) -> None:
@@ -193,7 +200,11 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
         if fraud.enabled
         else FraudRules(review_at=100, block_at=100, large_amount=Money(10**12)),
     )
-    uow = attach_subscribers(UnitOfWork(), notifications=False)
+    storage = sc.storage
+    uow = attach_subscribers(
+        open_store(storage.kind, storage.path, replication=streams.replication),
+        notifications=False,
+    )
     interval = sc.metrics.interval
     stations = sc.stations
     app = Station(env, stations.app.servers, name="app", interval=interval)
@@ -245,7 +256,14 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
         email = f"{names[i * 7919 % len(names)]}.{i}@{domains[i * 31 % len(domains)]}"
         emails.append(email)
         ids.append(
-            accounts.register(uow, email, password_for(email), 0.0, hasher=SIMULATION_HASHER)
+            accounts.register(
+                uow,
+                email,
+                password_for(email),
+                0.0,
+                hasher=SIMULATION_HASHER,
+                keep_recent=RECENT_ACTIVITY_KEPT,
+            )
         )
 
     # --- the catalog: categories, products ranked by popularity, stock -----------------------

@@ -800,6 +800,51 @@ Fault = Annotated[
 """A fault entry of any kind."""
 
 
+# --- storage --------------------------------------------------------------------------------
+
+STORAGE_KINDS = ("memory", "sqlite")
+"""Where a run keeps the shop's state: the in-memory store or SQLite."""
+
+
+def _storage(value: Any) -> Any:
+    """Accept the short forms ``memory`` and ``sqlite`` for ``{kind: memory}`` and so on."""
+    if isinstance(value, str):
+        if value not in STORAGE_KINDS:
+            raise ValueError(f"must be one of {', '.join(STORAGE_KINDS)}, got {show(value)}")
+        return {"kind": value}
+    return value
+
+
+class Storage(Model):
+    """The store of the shop's state: in memory (fast) or SQLite (real transactions).
+
+    ``path`` (SQLite only) names a database file; without it the SQLite database is in
+    memory. Replication k > 0 writes its own file, ``<stem>-rep<k><suffix>``.
+    """
+
+    kind: Literal["memory", "sqlite"] = "memory"
+    path: str | None = Field(None, min_length=1, max_length=4096)
+
+    @model_validator(mode="after")
+    def _path_needs_sqlite(self) -> Storage:
+        """Refuse a path with ``kind: memory`` (only SQLite keeps a file)."""
+        if self.path is not None and self.kind != "sqlite":
+            raise Invalid([(("path",), "a path needs kind: sqlite (memory keeps no file)")])
+        return self
+
+    def _dump(self) -> Any:
+        """Return the short form when there is no path (``memory``, ``sqlite``)."""
+        return self.kind if self.path is None else {"kind": self.kind, "path": self.path}
+
+
+StorageOption = Annotated[
+    Storage,
+    BeforeValidator(_storage),
+    PlainSerializer(lambda storage: storage._dump()),
+]
+"""``memory`` | ``sqlite`` | ``{kind: sqlite, path: FILE}``."""
+
+
 # --- service levels and metrics -------------------------------------------------------------
 
 
@@ -848,6 +893,7 @@ class Scenario(Model):
     faults: tuple[Fault, ...] = Field((), max_length=1000)
     slo: Slo = Field(default_factory=Slo)
     metrics: Metrics = Field(default_factory=Metrics)
+    storage: StorageOption = Field(default_factory=Storage)
     _page_demands: dict[str, PageDemand] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
@@ -1003,5 +1049,6 @@ __all__ = [
     "Scenario",
     "Slo",
     "Stations",
+    "Storage",
     "Warehouse",
 ]

@@ -150,6 +150,10 @@ class Repository(Generic[T]):
         self._seen = []
         return events
 
+    def _pending_events(self) -> list[DomainEvent]:
+        # The events the transaction's aggregates have recorded, in commit order, not cleared.
+        return [e for item in self._seen for e in (getattr(item, "events", None) or ())]
+
     def _rollback(self) -> None:
         for key, original in (self._undo or {}).items():
             if original is _ABSENT:
@@ -189,6 +193,9 @@ class AppendLog(Generic[T]):
     def _begin(self) -> None:
         self._mark = len(self._entries)
 
+    def _pending_events(self) -> list[DomainEvent]:
+        return []
+
     def _commit(self) -> list[DomainEvent]:
         self._mark = None
         return []
@@ -202,30 +209,35 @@ class AppendLog(Generic[T]):
 class UnitOfWork:
     """One transaction over every repository of the shop (in memory).
 
-    Use it as ``with uow: ...; uow.commit()``. Subclasses for real storage keep the same
-    attributes and override the ``_begin`` / ``_commit`` / ``_rollback`` hooks. A repository
-    or log joins the transaction (its ``_begin`` runs) the first time the transaction uses
-    it; commit and rollback visit the parts that joined, in the order of declaration.
+    Use it as ``with uow: ...; uow.commit()``. A repository or log joins the transaction
+    (its ``_begin`` runs) the first time the transaction uses it; commit and rollback visit
+    the parts that joined, in the order of declaration.
+
+    Stores on real storage (``sim.services.sqlite_store``) subclass it: they build their own
+    parts (``_repository`` / ``_log``, given each attribute's name) and open, write and end
+    the storage transaction in ``_begin_storage`` / ``_commit_storage`` / ``_rollback_storage``,
+    which do nothing here.
     """
 
     def __init__(self, bus: MessageBus | None = None) -> None:
         self.bus = bus if bus is not None else MessageBus()
-        self.users: Repository[Any] = Repository("user", "id")
-        self.emails: Repository[Any] = Repository("e-mail claim", "email")
-        self.sessions: Repository[Any] = Repository("session", "token")
-        self.activity: Repository[Any] = Repository("activity log", "user_id")
-        self.categories: Repository[Any] = Repository("category", "id")
-        self.products: Repository[Any] = Repository("product", "sku")
-        self.stock: Repository[Any] = Repository("stock item", "sku")
-        self.reservations: Repository[Any] = Repository("reservation", "id")
-        self.carts: Repository[Any] = Repository("cart", "user_id")
-        self.coupons: Repository[Any] = Repository("coupon", "code")
-        self.orders: Repository[Any] = Repository("order", "id")
-        self.histories: Repository[Any] = Repository("customer history", "user_id")
-        self.payments: Repository[Any] = Repository("payment", "id")
-        self.idempotency: Repository[Any] = Repository("idempotency record", "key")
-        self.ledger: AppendLog[Any] = AppendLog("ledger")
-        self.notifications: AppendLog[Any] = AppendLog("notification")
+        repository, log = self._repository, self._log
+        self.users: Repository[Any] = repository("users", "user", "id")
+        self.emails: Repository[Any] = repository("emails", "e-mail claim", "email")
+        self.sessions: Repository[Any] = repository("sessions", "session", "token")
+        self.activity: Repository[Any] = repository("activity", "activity log", "user_id")
+        self.categories: Repository[Any] = repository("categories", "category", "id")
+        self.products: Repository[Any] = repository("products", "product", "sku")
+        self.stock: Repository[Any] = repository("stock", "stock item", "sku")
+        self.reservations: Repository[Any] = repository("reservations", "reservation", "id")
+        self.carts: Repository[Any] = repository("carts", "cart", "user_id")
+        self.coupons: Repository[Any] = repository("coupons", "coupon", "code")
+        self.orders: Repository[Any] = repository("orders", "order", "id")
+        self.histories: Repository[Any] = repository("histories", "customer history", "user_id")
+        self.payments: Repository[Any] = repository("payments", "payment", "id")
+        self.idempotency: Repository[Any] = repository("idempotency", "idempotency record", "key")
+        self.ledger: AppendLog[Any] = log("ledger", "ledger")
+        self.notifications: AppendLog[Any] = log("notifications", "notification")
         self._parts: tuple[Repository[Any] | AppendLog[Any], ...] = tuple(
             v for v in vars(self).values() if isinstance(v, Repository | AppendLog)
         )
@@ -235,6 +247,30 @@ class UnitOfWork:
         self._active = False
         self._committed: list[DomainEvent] = []
         self._sequences: dict[str, int] = {}
+
+    # --- hooks for stores on real storage ----------------------------------------------------
+    def _repository(self, name: str, kind: str, key: str) -> Repository[Any]:
+        """Return the repository stored as attribute ``name`` (aggregates keyed by ``key``)."""
+        return Repository(kind, key)
+
+    def _log(self, name: str, kind: str) -> AppendLog[Any]:
+        """Return the append-only log stored as attribute ``name``."""
+        return AppendLog(kind)
+
+    def _begin_storage(self) -> None:
+        """Open the storage transaction (called before the block's first statement)."""
+
+    def _commit_storage(self, joined: list[Any]) -> None:
+        """Write the joined parts' changes and commit them (nothing to do in memory).
+
+        If it raises, the whole transaction is rolled back and the error propagates.
+        """
+
+    def _rollback_storage(self) -> None:
+        """Discard the storage transaction (nothing to do in memory)."""
+
+    def close(self) -> None:
+        """Release the store's resources (nothing to release in memory)."""
 
     def next_id(self, prefix: str) -> str:
         """Return the next id of a kind (``order-000001``): deterministic, never reused.
@@ -254,6 +290,7 @@ class UnitOfWork:
         """Begin a transaction."""
         if self._active:
             raise TransactionError("a transaction is already open on this unit of work")
+        self._begin_storage()
         self._txn.open = True
         self._active = True
         return self
@@ -263,17 +300,35 @@ class UnitOfWork:
         if not self._active:
             raise TransactionError("commit with no open transaction")
         joined = self._txn.joined
-        if len(joined) > 1:
-            joined.sort(key=_RANK)
+        try:
+            if self.bus.has_transactional_handlers:
+                self._handle_in_transaction(joined)
+            if len(joined) > 1:
+                joined.sort(key=_RANK)
+            self._commit_storage(joined)
+        except BaseException:
+            self.rollback()
+            raise
         for part in joined:
             self._committed.extend(part._commit())
         self._close()
+
+    def _handle_in_transaction(self, joined: list[Any]) -> None:
+        # Hand the transaction's events to the in-transaction handlers (the ledger) before
+        # the commit, in the order they will be published; what the handlers write joins
+        # this transaction.
+        if len(joined) > 1:
+            joined.sort(key=_RANK)
+        publish = self.bus.publish_in_transaction
+        for event in [e for part in joined for e in part._pending_events()]:
+            publish(event)
 
     def rollback(self) -> None:
         """Undo every change made since the transaction began."""
         for part in self._txn.joined:
             part._rollback()
         self._close()
+        self._rollback_storage()
 
     def _close(self) -> None:
         self._txn.open = False

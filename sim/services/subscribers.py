@@ -1,7 +1,10 @@
 """Event handlers subscribed to the bus: the ledger, customer notifications, analytics.
 
-Each runs after the transaction that raised its event has committed, in a transaction
-of its own, so a rolled-back checkout never reaches the ledger or the customer.
+The ledger is written inside the transaction that raised its event (a capture, a refund, a
+void), so a charge and its ledger entry are committed together or not at all, even if the
+process dies between two transactions. Notifications and analytics run after that
+transaction has committed, each in a transaction of its own. Either way a rolled-back
+checkout never reaches the ledger or the customer.
 """
 
 from __future__ import annotations
@@ -37,19 +40,17 @@ LedgerEvent = PaymentCaptured | PaymentRefunded | PaymentVoided
 
 
 def _ledger_writer(uow: UnitOfWork, kind: EntryKind) -> Callable[[LedgerEvent], None]:
-    def write(event: LedgerEvent) -> None:
-        with uow:
-            uow.ledger.append(
-                make_entry(
-                    len(uow.ledger) + 1,
-                    kind,
-                    event.order_id,
-                    event.payment_id,
-                    event.amount,
-                    event.at,
-                )
+    def write(event: LedgerEvent) -> None:  # runs inside the transaction of the event
+        uow.ledger.append(
+            make_entry(
+                len(uow.ledger) + 1,
+                kind,
+                event.order_id,
+                event.payment_id,
+                event.amount,
+                event.at,
             )
-            uow.commit()
+        )
 
     return write
 
@@ -79,9 +80,9 @@ def attach_subscribers(
 ) -> UnitOfWork:
     """Subscribe the ledger, and unless turned off notifications and analytics, to the bus."""
     bus = uow.bus
-    bus.subscribe(PaymentCaptured, _ledger_writer(uow, EntryKind.CHARGE))
-    bus.subscribe(PaymentRefunded, _ledger_writer(uow, EntryKind.REFUND))
-    bus.subscribe(PaymentVoided, _ledger_writer(uow, EntryKind.VOID))
+    bus.subscribe_in_transaction(PaymentCaptured, _ledger_writer(uow, EntryKind.CHARGE))
+    bus.subscribe_in_transaction(PaymentRefunded, _ledger_writer(uow, EntryKind.REFUND))
+    bus.subscribe_in_transaction(PaymentVoided, _ledger_writer(uow, EntryKind.VOID))
     if notifications:
         bus.subscribe(OrderStatusChanged, lambda event: notify_customer(uow, event))
     if analytics:

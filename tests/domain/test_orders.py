@@ -316,6 +316,23 @@ def test_mark_paid_needs_a_payment_id():
     assert order.payment_id is None
 
 
+def test_add_payment_notes_the_payments_opened_for_a_pending_order():
+    order = place()
+    assert order.payment_ids == []
+    order.add_payment("pay-1")
+    order.add_payment("pay-2")
+    assert order.payment_ids == ["pay-1", "pay-2"]
+    assert len(order.events) == 1  # no status change: only OrderPlaced
+    for bad in ("", "pay-1"):
+        with pytest.raises(InvalidValue, match=f"order o-1: payment id '{bad}' is empty or alr"):
+            order.add_payment(bad)
+    order.mark_paid("pay-2", 20.0)
+    with pytest.raises(InvalidValue, match=r"order o-1: is processing, not awaiting payment \(p"):
+        order.add_payment("pay-3")
+    assert order.payment_ids == ["pay-1", "pay-2"]
+    assert copy.deepcopy(order).payment_ids == ["pay-1", "pay-2"]
+
+
 def test_cancel_before_payment_refunds_nothing_and_counts_as_unpaid():
     order = place()
     assert order.cancel(15.0, "out of stock") == m(0)

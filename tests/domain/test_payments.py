@@ -349,6 +349,10 @@ LEGAL = {
     (P.FAILED, P.AUTHORIZED),
     (P.FAILED, P.DECLINED),
     (P.FAILED, P.FAILED),
+    (P.PENDING, P.CANCELLED),
+    (P.FAILED, P.CANCELLED),
+    (P.CANCELLED, P.VOIDED),
+    (P.CANCELLED, P.DECLINED),
     (P.AUTHORIZED, P.CAPTURED),
     (P.AUTHORIZED, P.VOIDED),
     (P.CAPTURED, P.PARTIALLY_REFUNDED),
@@ -364,6 +368,7 @@ SETUP = {
     P.DECLINED: [lambda p: p.decline("insufficient_funds", 2.0)],
     P.FAILED: [lambda p: p.fail("timeout", 2.0)],
     P.VOIDED: [lambda p: p.authorize(2.0), lambda p: p.void(3.0)],
+    P.CANCELLED: [lambda p: p.cancel(2.0)],
     P.PARTIALLY_REFUNDED: [
         lambda p: p.authorize(2.0),
         lambda p: p.capture(3.0),
@@ -382,6 +387,7 @@ ACTIONS = {
     P.DECLINED: lambda p: p.decline("do_not_honor", 9.0),
     P.FAILED: lambda p: p.fail("gateway_error", 9.0),
     P.VOIDED: lambda p: p.void(9.0),
+    P.CANCELLED: lambda p: p.cancel(9.0),
     P.PARTIALLY_REFUNDED: lambda p: p.refund(m(1), 9.0),
     P.REFUNDED: lambda p: p.refund(p.refundable if p.refundable else m(1), 9.0),
 }
@@ -446,6 +452,38 @@ def test_attempts_count_every_gateway_answer_and_keep_the_last_error():
     q.fail("timeout", 2.0)
     q.decline("insufficient_funds", 3.0)
     assert (q.status, q.attempts, q.last_error) == (P.DECLINED, 2, "insufficient_funds")
+
+
+def test_a_payment_cancelled_with_its_order_settles_the_gateways_late_answer():
+    late_approval = new_payment()
+    late_approval.fail("timeout", 2.0)
+    late_approval.cancel(3.0)
+    assert (late_approval.status, late_approval.attempts) == (P.CANCELLED, 1)
+    assert (late_approval.captured, late_approval.refundable) == (m(0), m(0))
+    assert late_approval.events == []  # no money moved: nothing for the ledger
+    late_approval.void(4.0)  # the gateway approved after all: the authorisation is voided
+    assert (late_approval.status, late_approval.attempts) == (P.VOIDED, 2)
+    assert late_approval.captured == m(0)
+    assert late_approval.events == [
+        PaymentVoided(at=4.0, payment_id="pay-1", order_id="o-1", amount=m(5000))
+    ]
+    late_decline = new_payment()
+    late_decline.cancel(3.0)
+    late_decline.decline("do_not_honor", 4.0)
+    assert (late_decline.status, late_decline.attempts, late_decline.last_error) == (
+        P.DECLINED,
+        1,
+        "do_not_honor",
+    )
+    for step in (lambda p: p.authorize(5.0), lambda p: p.fail("timeout", 5.0)):
+        closed = new_payment()
+        closed.cancel(3.0)
+        with pytest.raises(IllegalTransition, match="payment pay-1: cannot go from cancelled to"):
+            step(closed)
+        assert (closed.status, closed.attempts) == (P.CANCELLED, 0)
+    voided_normally = payment_in(P.AUTHORIZED)
+    voided_normally.void(5.0)
+    assert voided_normally.attempts == 1  # the authorisation's, not one more
 
 
 def test_partial_refunds_then_the_rest():

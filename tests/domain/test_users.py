@@ -517,6 +517,24 @@ def test_activity_log_is_bounded():
     assert log.first_seen == 0.0
 
 
+def test_an_activity_log_can_keep_fewer_entries_or_counts_only():
+    short, counts_only = ActivityLog.create("user-1", keep=2), ActivityLog.create("user-2", 0)
+    for i in range(5):
+        short.record(ActivityKind.VIEWED, f"SKU-{i}", float(i))
+        counts_only.record(ActivityKind.SEARCHED, f"q{i}", float(i))
+    assert list(short.recent) == [
+        (3.0, ActivityKind.VIEWED, "SKU-3"),
+        (4.0, ActivityKind.VIEWED, "SKU-4"),
+    ]
+    assert copy.deepcopy(short).recent.maxlen == 2
+    assert (short.count("viewed"), counts_only.count("searched")) == (5, 5)
+    assert list(counts_only.recent) == [] and counts_only.last_seen == 4.0
+    assert ActivityLog.create("user-3").recent.maxlen == RECENT_ACTIVITY_LIMIT
+    for bad in (-1, 2.0, True):
+        with pytest.raises(InvalidValue, match=r"entries kept must be an integer >= 0"):
+            ActivityLog.create("user-4", keep=bad)
+
+
 def test_activity_log_deepcopy_is_independent_and_stays_bounded():
     log = ActivityLog("user-1")
     log.record(ActivityKind.VIEWED, "SKU-1", 1.0)

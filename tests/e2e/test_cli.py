@@ -543,7 +543,7 @@ def test_validate_prints_one_line_per_problem_with_file_key_path_and_problem(tmp
             "multi.yaml: stations.database.pool: must be >= 1, got -3",
             "multi.yaml: seeed: unknown key (allowed: name, description, seed, horizon, warmup, "
             "replications, catalog, population, arrivals, behavior, stations, pages, payments, "
-            "fulfilment, coupons, faults, slo, metrics)",
+            "fulfilment, coupons, faults, slo, metrics, storage)",
         ]
     )
     assert lines[3].startswith("broken.yaml: invalid YAML at line 2")
@@ -753,6 +753,52 @@ def test_out_an_existing_folder_that_is_not_a_run_is_left_alone(tmp_path):
     assert proc.returncode == 2
     no_traceback(proc)
     assert "mine" in proc.stderr
+
+
+def test_a_storage_path_on_a_file_that_is_not_a_store_is_bad_input_and_left_alone(tmp_path):
+    precious = tmp_path / "precious.db"
+    precious.write_text("mine\n", encoding="utf-8")
+    out = tmp_path / "run"
+    storage = ("--set", "storage.kind=sqlite", "--set", f"storage.path={precious}")
+    proc = cli("run", SMOKE, *QUICK, *storage, "--quiet", "--out", out)
+    no_traceback(proc)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"error: {SMOKE}: storage.path: {precious} exists and is not an ecommerce-sim store; "
+        "refusing to overwrite it\n"
+    )
+    assert precious.read_text(encoding="utf-8") == "mine\n" and not out.exists()
+    # a store file from an earlier run is replaced: the same run twice gives the same books
+    store = tmp_path / "shop.db"
+    first = cli(
+        "run",
+        SMOKE,
+        *QUICK,
+        "--set",
+        "storage.kind=sqlite",
+        "--set",
+        f"storage.path={store}",
+        "--quiet",
+        "--out",
+        out,
+    )
+    assert first.returncode == 0, first.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    again = cli(
+        "run",
+        SMOKE,
+        *QUICK,
+        "--set",
+        "storage.kind=sqlite",
+        "--set",
+        f"storage.path={store}",
+        "--quiet",
+        "--out",
+        out,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["kpis"] == summary["kpis"]
+    assert store.is_file()
 
 
 # --- 6. Ctrl-C ------------------------------------------------------------------------------------

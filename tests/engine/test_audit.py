@@ -71,11 +71,11 @@ def test_a_fresh_world_and_a_shop_in_every_state_pass():
     held = shopping.checkout(world.uow, world.population[2], 0.0, policies=world.policies)
     cancelled, owner = paid_order(world, user=1, sku=3)
     fulfilment.cancel_order(world.uow, owner, cancelled, 1.0, "changed my mind")
-    fulfilment.ship_order(world.uow, paid, 2.0)
-    fulfilment.deliver_order(world.uow, paid, 3.0)
+    fulfilment.ship_order(world.uow, world.admin_id, paid, 2.0)
+    fulfilment.deliver_order(world.uow, world.admin_id, paid, 3.0)
     fulfilment.request_return(world.uow, user, paid, {world.skus[0]: 1}, 4.0)
-    fulfilment.receive_return(world.uow, paid, 5.0)
-    fulfilment.refund_return(world.uow, paid, 6.0)
+    fulfilment.receive_return(world.uow, world.admin_id, paid, 5.0)
+    fulfilment.refund_return(world.uow, world.admin_id, paid, 6.0)
     _session(world, 1)
     _session(world, 2, "in_flight")
     result = audit(world)
@@ -207,9 +207,9 @@ def test_a_return_restocked_twice_breaks_conservation():
     world = world_of(tiny())
     order_id, user = paid_order(world, sku=0, qty=2)
     for step, action in enumerate((fulfilment.ship_order, fulfilment.deliver_order), start=1):
-        action(world.uow, order_id, float(step))
+        action(world.uow, world.admin_id, order_id, float(step))
     fulfilment.request_return(world.uow, user, order_id, {world.skus[0]: 1}, 3.0)
-    fulfilment.receive_return(world.uow, order_id, 4.0)
+    fulfilment.receive_return(world.uow, world.admin_id, order_id, 4.0)
     assert audit(world).ok
     with world.uow:
         world.uow.stock.get(world.skus[0]).restock(1, inventory.RETURN, 5.0)
@@ -358,13 +358,39 @@ def test_payments_must_have_an_order_and_not_be_left_pending():
         policies=world.policies,
     )
     payment = world.uow.payments.find_readonly(start.payment_id)
-    # the customer cancels while the gateway still has the request
+    # the customer cancels while the gateway still has the request: the payment closes too
     fulfilment.cancel_order(world.uow, world.population[0], order_id, 1.0, "impatient")
+    assert payment.status is PaymentStatus.CANCELLED
+    books = audit(world)
+    assert books.ok, books.violations
+    assert (books.checked["payments_final"], books.checked["payments_in_flight"]) == (1, 0)
+    # a cancellation that forgot the payment (the old bug) leaves it stranded
+    payment.status = PaymentStatus.PENDING
+    world.uow.idempotency.find_readonly("k1").outcome = "pending"
     orphan = dataclasses.replace(payment, id="payment-orphan", order_id="order-gone", events=[])
     world.uow.payments._items[orphan.id] = orphan
     assert audit(world).violations == (
         f"payment stranded: {start.payment_id} {order_id} pending while its order is cancelled",
         "payment orphan: payment-orphan order-gone its order does not exist",
+    )
+
+
+def test_a_cancelled_payment_whose_order_still_awaits_payment_is_in_the_wrong_state():
+    world = world_of(tiny())
+    order_id, _ = pending_order(world)
+    start = shopping.begin_payment(
+        world.uow,
+        order_id,
+        world.card,
+        gateway="gw",
+        idempotency_key="k1",
+        now=0.0,
+        policies=world.policies,
+    )
+    world.uow.payments.find_readonly(start.payment_id).status = PaymentStatus.CANCELLED
+    assert audit(world).violations == (
+        f"payment state: {start.payment_id} {order_id} cancelled while its order still awaits "
+        "payment",
     )
 
 

@@ -10,6 +10,7 @@ from sim.domain.cache import MISS
 from sim.engine import shoppers
 from sim.engine.rng import Streams
 from sim.engine.shoppers import CLOSED_SID_BASE
+from sim.engine.world import RECENT_ACTIVITY_KEPT
 from sim.services.handlers import shopping
 from tests.engine._tiny import APP, CACHE, DB, LATENCY, THINK, tiny, world_of
 
@@ -172,6 +173,16 @@ def test_a_returning_shopper_logs_in_and_is_not_registered_again():
     assert set(frame["user"]) == {user}
     assert world.recorder.counters == {}
     assert _sessions_rows(world)[0][5] is True
+
+
+def test_every_simulated_customer_keeps_a_short_activity_log():
+    world = _world(["home", "shopping_cart"], {"pages": CHECKOUT_PAGES})
+    _sessions(world, 1)
+    world.env.run()
+    visitor = world.recorder.sessions.frame()["user"][0]
+    assert visitor not in world.population  # registered during the session
+    kept = {world.uow.activity.find_readonly(u).recent.maxlen for u in [*world.population, visitor]}
+    assert kept == {RECENT_ACTIVITY_KEPT} and RECENT_ACTIVITY_KEPT == 20
 
 
 def test_an_untouched_cart_is_counted_abandoned_after_the_policy_window():

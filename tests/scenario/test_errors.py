@@ -72,7 +72,7 @@ CASES = [
         "colour",
         "unknown key (allowed: name, description, seed, horizon, warmup, replications, catalog, "
         "population, arrivals, behavior, stations, pages, payments, fulfilment, coupons, faults, "
-        "slo, metrics)",
+        "slo, metrics, storage)",
     ),
     (
         ["stations", "app", "service"],

@@ -294,7 +294,7 @@ def test_overrides_are_validated_like_the_file():
         (
             "colour=red",
             "colour",
-            "override 'colour=red': unknown key (allowed: name, description, seed, horizon, warmup, replications, catalog, population, arrivals, behavior, stations, pages, payments, fulfilment, coupons, faults, slo, metrics)",
+            "override 'colour=red': unknown key (allowed: name, description, seed, horizon, warmup, replications, catalog, population, arrivals, behavior, stations, pages, payments, fulfilment, coupons, faults, slo, metrics, storage)",
         ),
         (
             "payments.gateways.card-x.servers=4",

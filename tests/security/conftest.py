@@ -40,6 +40,14 @@ class Shop:
     """A pending order of ``customer``."""
     delivered: str
     """A paid, shipped and delivered order of ``customer``."""
+    paid: str
+    """A paid order of ``customer`` waiting to ship (processing)."""
+    shipped: str
+    """A shipped order of ``customer``."""
+    returning: str
+    """A delivered order of ``customer`` with a return requested."""
+    returned: str
+    """A delivered order of ``customer`` whose return arrived, not yet refunded."""
 
 
 def make_shop() -> Shop:
@@ -79,13 +87,31 @@ def make_shop() -> Shop:
         uow, delivered, CARD, gateway="gw", idempotency_key="k1", now=2.0, policies=policies
     )
     shopping.record_gateway_answer(uow, start.payment_id, "approved", 3.0)
-    fulfilment.ship_order(uow, delivered, 4.0)
-    fulfilment.deliver_order(uow, delivered, 5.0)
+    fulfilment.ship_order(uow, ids["admin"], delivered, 4.0)
+    fulfilment.deliver_order(uow, ids["admin"], delivered, 5.0)
     shopping.add_to_cart(uow, customer, merchant_sku, 1, 6.0)
     pending = shopping.checkout(uow, customer, 6.0, policies=policies)
+    staff = ids["admin"]
+    later = []  # orders of the customer in the staff's steps: paid, shipped, returning, returned
+    for n in range(4):
+        shopping.add_to_cart(uow, customer, shop_sku, 1, 7.0)
+        order = shopping.checkout(uow, customer, 7.0, policies=policies)
+        start = shopping.begin_payment(
+            uow, order, CARD, gateway="gw", idempotency_key=f"k{n + 2}", now=7.0,
+            policies=policies,
+        )  # fmt: skip
+        shopping.record_gateway_answer(uow, start.payment_id, "approved", 7.0)
+        if n >= 1:
+            fulfilment.ship_order(uow, staff, order, 8.0)
+        if n >= 2:
+            fulfilment.deliver_order(uow, staff, order, 8.0)
+            fulfilment.request_return(uow, customer, order, {shop_sku: 1}, 8.0)
+        if n >= 3:
+            fulfilment.receive_return(uow, staff, order, 8.0)
+        later.append(order)
     return Shop(
         uow, policies, customer, ids["other"], ids["merchant"], ids["other_merchant"],
-        ids["admin"], category, sub, shop_sku, merchant_sku, pending, delivered,
+        ids["admin"], category, sub, shop_sku, merchant_sku, pending, delivered, *later,
     )  # fmt: skip
 
 

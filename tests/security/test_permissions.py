@@ -4,9 +4,10 @@ Roles: the customer who owns the order or cart in question, another customer, a 
 owns ``SKU-MERCH``) and an admin. What each may do is the permission table of
 :mod:`sim.domain.users` (``PERMISSIONS``) as the handlers apply it: categories and shop products
 need ``manage_all_products`` (admins); a merchant manages their own products only; an order is
-cancelled, or a return opened, by its customer or an admin; bulk orders need
-``manage_orders``; roles are changed by ``manage_users`` (admins), never one's own. Every
-shopper acts on their own cart (``purchase``: every role). A refused action changes nothing.
+cancelled, or a return opened, by its customer or an admin; bulk orders and the staff's
+steps (ship, deliver, receive and refund a return) need ``manage_orders`` (merchants and
+admins); roles are changed by ``manage_users`` (admins), never one's own. Every shopper acts
+on their own cart (``purchase``: every role). A refused action changes nothing.
 A completeness test makes every public handler either part of the matrix or explicitly listed
 as a system use case (no actor: the engine calls it) or a read.
 """
@@ -87,6 +88,10 @@ ACTIONS: dict[str, Action] = {
     "request_return": lambda s, a: fulfilment.request_return(
         s.uow, a, s.delivered, {s.shop_sku: 1}, 9.0
     ),
+    "ship_order": lambda s, a: fulfilment.ship_order(s.uow, a, s.paid, 9.0),
+    "deliver_order": lambda s, a: fulfilment.deliver_order(s.uow, a, s.shipped, 9.0),
+    "receive_return": lambda s, a: fulfilment.receive_return(s.uow, a, s.returning, 9.0),
+    "refund_return": lambda s, a: fulfilment.refund_return(s.uow, a, s.returned, 9.0),
     "bulk_place_orders": lambda s, a: fulfilment.bulk_place_orders(
         s.uow, a, [(s.other, {s.shop_sku: 1})], 9.0, policies=s.policies
     ),
@@ -115,6 +120,10 @@ MATRIX: dict[str, tuple[bool, bool, bool, bool]] = {
     "bulk_create_products":    (F, F, T, T),
     "cancel_order":            (T, F, F, T),
     "request_return":          (T, F, F, T),
+    "ship_order":              (F, F, T, T),
+    "deliver_order":           (F, F, T, T),
+    "receive_return":          (F, F, T, T),
+    "refund_return":           (F, F, T, T),
     "bulk_place_orders":       (F, F, T, T),
     "add_to_own_cart":         (T, T, T, T),
     "apply_coupon_to_own_cart": (T, T, T, T),
@@ -188,6 +197,10 @@ IN_MATRIX = {
     "fulfilment.cancel_order",
     "fulfilment.request_return",
     "fulfilment.bulk_place_orders",
+    "fulfilment.ship_order",
+    "fulfilment.deliver_order",
+    "fulfilment.receive_return",
+    "fulfilment.refund_return",
     "shopping.add_to_cart",
     "shopping.apply_coupon",
     "shopping.checkout",
@@ -208,14 +221,11 @@ SYSTEM = {
     "shopping.check_abandoned",
     "shopping.place_order",  # a building block inside checkout / bulk_place_orders
     "shopping.release_order",  # a building block
+    "shopping.close_open_payments",  # a building block of every cancellation
     "shopping.begin_payment",
     "shopping.record_gateway_answer",
     "shopping.abandon_payment",
     "fulfilment.expire_order",
-    "fulfilment.ship_order",
-    "fulfilment.deliver_order",
-    "fulfilment.receive_return",
-    "fulfilment.refund_return",
     "catalog.attach_catalog_views",
 }
 READS = {"shopping.price_user_cart", "fulfilment.order_history"}

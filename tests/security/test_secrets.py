@@ -87,8 +87,8 @@ def test_the_use_cases_log_no_password_and_no_aggregate_shows_one(caplog):
     # the rest of the use cases, so their logs and events are in too
     fulfilment.cancel_order(uow, shop.customer, shop.pending, 13.0, "no")
     fulfilment.request_return(uow, shop.customer, shop.delivered, {shop.shop_sku: 1}, 14.0)
-    fulfilment.receive_return(uow, shop.delivered, 15.0)
-    fulfilment.refund_return(uow, shop.delivered, 16.0)
+    fulfilment.receive_return(uow, shop.admin, shop.delivered, 15.0)
+    fulfilment.refund_return(uow, shop.admin, shop.delivered, 16.0)
     shopping.add_to_cart(uow, shop.other, shop.shop_sku, 1, 17.0)
     order = shopping.checkout(uow, shop.other, 17.0, policies=policies)
     shopping.begin_payment(

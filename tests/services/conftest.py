@@ -21,11 +21,16 @@ The shop (every figure below is used by the tests' hand-computed amounts):
               STACK-B  1.00 off, stackable
     policies  the defaults (8 % tax, 4.99 shipping free from 50.00, 15 min reservations)
               with a fast password hasher
+
+Every test of this package runs twice, once per store (the autouse ``store`` fixture):
+on the in-memory unit of work and on SQLite (``sim.services.sqlite_store``, an in-memory
+database). Tests build units of work with :func:`new_uow`, which gives the store of the
+running test; a test module that is about one store only overrides ``store``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
 
@@ -39,6 +44,7 @@ from sim.domain.users import PasswordHasher, Role
 from sim.services.bus import MessageBus
 from sim.services.handlers import accounts, shopping
 from sim.services.policies import ShopPolicies
+from sim.services.sqlite_store import SqliteUnitOfWork
 from sim.services.store import UnitOfWork
 from sim.services.subscribers import attach_subscribers
 
@@ -66,6 +72,33 @@ PRODUCTS = (  # sku, name, category, price
     (MUG, "Mug", "kitchen", Money(899)),
     (PEN, "Pen", "office", Money(199)),
 )
+
+
+STORES = ("memory", "sqlite")
+_current = {"store": "memory"}
+_opened: list[SqliteUnitOfWork] = []
+
+
+def new_uow(bus: MessageBus | None = None, *, trusted: Iterable[type] = ()) -> UnitOfWork:
+    """Return an empty unit of work on the store the running test is parametrized with.
+
+    ``trusted``: classes outside sim.domain that the SQLite store may load (test aggregates).
+    """
+    if _current["store"] == "memory":
+        return UnitOfWork(bus)
+    unit = SqliteUnitOfWork.connect(bus=bus, trusted=trusted)
+    _opened.append(unit)
+    return unit
+
+
+@pytest.fixture(params=STORES, autouse=True)
+def store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test on each store; close the SQLite connections it opened."""
+    _current["store"] = request.param
+    yield request.param
+    _current["store"] = "memory"
+    while _opened:
+        _opened.pop().close()
 
 
 def make_coupons() -> list[Coupon]:
@@ -128,7 +161,7 @@ def events() -> list[DomainEvent]:
 def uow(policies: ShopPolicies, events: list[DomainEvent]) -> UnitOfWork:
     """A seeded shop whose bus feeds the ledger, the outbox and ``events``."""
     bus = MessageBus()
-    unit = attach_subscribers(UnitOfWork(bus))
+    unit = attach_subscribers(new_uow(bus))
     bus.subscribe(DomainEvent, events.append)
     seed(unit, policies.hasher)
     events.clear()

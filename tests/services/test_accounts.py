@@ -35,6 +35,7 @@ from sim.domain.users import (
 from sim.services.bus import MessageBus
 from sim.services.handlers import accounts
 from sim.services.store import UnitOfWork
+from tests.services.conftest import new_uow
 
 PASSWORD = "Tr0ub4dor-and-3"
 HASHER = PasswordHasher.fast()
@@ -45,7 +46,7 @@ def make_uow() -> tuple[UnitOfWork, list[DomainEvent]]:
     bus = MessageBus()
     seen: list[DomainEvent] = []
     bus.subscribe(DomainEvent, seen.append)
-    return UnitOfWork(bus), seen
+    return new_uow(bus), seen
 
 
 def tokens():

@@ -27,6 +27,7 @@ from sim.services.bus import MessageBus
 from sim.services.handlers import accounts
 from sim.services.handlers import catalog as handlers
 from sim.services.store import UnitOfWork
+from tests.services.conftest import new_uow
 
 PASSWORD = "Corr3ct-horse-battery"
 ADMIN, MERCHANT, OTHER_MERCHANT, CUSTOMER = (
@@ -50,7 +51,7 @@ class Shop:
 
 def make_shop(*, attach: bool = True) -> Shop:
     bus = MessageBus()
-    uow = UnitOfWork(bus)
+    uow = new_uow(bus)
     hasher = PasswordHasher.fast()
     for email, role in (
         ("root@example.com", Role.ADMIN),

@@ -56,8 +56,8 @@ def paid_order(place, pay):
 
 @pytest.fixture
 def delivered_order(uow, paid_order):
-    fulfilment.ship_order(uow, paid_order, 10.0)
-    fulfilment.deliver_order(uow, paid_order, 20.0)
+    fulfilment.ship_order(uow, ADMIN, paid_order, 10.0)
+    fulfilment.deliver_order(uow, ADMIN, paid_order, 20.0)
     return paid_order
 
 
@@ -160,7 +160,7 @@ def test_an_admin_may_cancel_any_order(uow, paid_order):
 
 
 def test_a_shipped_order_cannot_be_cancelled(uow, paid_order):
-    fulfilment.ship_order(uow, paid_order, 10.0)
+    fulfilment.ship_order(uow, ADMIN, paid_order, 10.0)
     with pytest.raises(IllegalTransition, match="order order-000001: cannot go from shipped to "):
         fulfilment.cancel_order(uow, ANN, paid_order, 11.0, "too late")
     assert uow.orders.get(paid_order).status is OrderStatus.SHIPPED
@@ -212,11 +212,11 @@ def test_an_order_paid_after_its_reservation_ran_out_but_before_expiry_is_sold(u
 def test_ship_and_deliver(uow, place, paid_order):
     unpaid = place(BOB, {PEN: 1})
     with pytest.raises(IllegalTransition, match="order order-000002: cannot go from pending to "):
-        fulfilment.ship_order(uow, unpaid, 5.0)
+        fulfilment.ship_order(uow, ADMIN, unpaid, 5.0)
     with pytest.raises(IllegalTransition, match="cannot go from processing to delivered"):
-        fulfilment.deliver_order(uow, paid_order, 5.0)
-    fulfilment.ship_order(uow, paid_order, 10.0)
-    fulfilment.deliver_order(uow, paid_order, 20.0)
+        fulfilment.deliver_order(uow, ADMIN, paid_order, 5.0)
+    fulfilment.ship_order(uow, ADMIN, paid_order, 10.0)
+    fulfilment.deliver_order(uow, ADMIN, paid_order, 20.0)
     order = uow.orders.get(paid_order)
     assert order.status is OrderStatus.DELIVERED
     assert order.timestamps == {
@@ -231,7 +231,7 @@ def test_ship_and_deliver(uow, place, paid_order):
         Notification(20.0, ANN, paid_order, "Your order is now delivered"),
     ]
     with pytest.raises(NotFound, match=r"order 'order-000009' not found"):
-        fulfilment.ship_order(uow, "order-000009", 30.0)
+        fulfilment.ship_order(uow, ADMIN, "order-000009", 30.0)
 
 
 # --- returns ----------------------------------------------------------------------------------
@@ -240,10 +240,10 @@ def test_a_return_in_two_steps_refunds_exactly_the_order_total(uow, delivered_or
     # line totals: books 25.00 - 2.50 + 1.80 = 24.30, mug 8.99 - 0.90 + 0.65 = 8.74
     assert fulfilment.request_return(uow, ANN, order_id, {BOOK: 1}, 30.0) == Money(1215)
     assert uow.orders.get(order_id).status is OrderStatus.RETURN_REQUESTED
-    assert fulfilment.receive_return(uow, order_id, 40.0) == {BOOK: 1}
+    assert fulfilment.receive_return(uow, ADMIN, order_id, 40.0) == {BOOK: 1}
     book = uow.stock.get(BOOK)
     assert (book.on_hand, book.returned, book.sold) == (9, 1, 2)
-    assert fulfilment.refund_return(uow, order_id, 50.0) == Money(1215)
+    assert fulfilment.refund_return(uow, ADMIN, order_id, 50.0) == Money(1215)
     order = uow.orders.get(order_id)
     assert (order.status, order.refunded, order.returned) == (
         OrderStatus.REFUNDED,
@@ -258,8 +258,8 @@ def test_a_return_in_two_steps_refunds_exactly_the_order_total(uow, delivered_or
     # the rest: 12.15 + 8.74, and the shipping 4.99 with the last unit
     rest = {BOOK: 1, MUG: 1}
     assert fulfilment.request_return(uow, ANN, order_id, rest, 60.0) == Money(2588)
-    assert fulfilment.receive_return(uow, order_id, 70.0) == rest
-    assert fulfilment.refund_return(uow, order_id, 80.0) == Money(2588)
+    assert fulfilment.receive_return(uow, ADMIN, order_id, 70.0) == rest
+    assert fulfilment.refund_return(uow, ADMIN, order_id, 80.0) == Money(2588)
     order = uow.orders.get(order_id)
     assert (order.status, order.refunded, order.net_paid, order.returned) == (
         OrderStatus.REFUNDED,
@@ -296,14 +296,14 @@ def test_returning_one_unit_at_a_time_spreads_the_rounding(uow, place, pay):
     order_id = place(ANN, {MUG: 3}, coupons=("SAVE10",))
     pay(order_id)
     assert uow.orders.get(order_id).total == Money(3120)
-    fulfilment.ship_order(uow, order_id, 10.0)
-    fulfilment.deliver_order(uow, order_id, 11.0)
+    fulfilment.ship_order(uow, ADMIN, order_id, 10.0)
+    fulfilment.deliver_order(uow, ADMIN, order_id, 11.0)
     refunds = []
     for step in range(3):
         now = 20.0 + 10 * step
         refunds.append(fulfilment.request_return(uow, ANN, order_id, {MUG: 1}, now))
-        fulfilment.receive_return(uow, order_id, now + 1)
-        assert fulfilment.refund_return(uow, order_id, now + 2) == refunds[-1]
+        fulfilment.receive_return(uow, ADMIN, order_id, now + 1)
+        assert fulfilment.refund_return(uow, ADMIN, order_id, now + 2) == refunds[-1]
     # 26.21 / 3 = 8.7367 -> 8.74; 2/3 = 17.4733 -> 17.47 - 8.74 = 8.73; 26.21 - 17.47 + 4.99
     assert refunds == [Money(874), Money(873), Money(1373)]
     assert total(refunds) == Money(3120)
@@ -322,9 +322,9 @@ def test_bad_returns_are_rejected(uow, place, delivered_order):
     with pytest.raises(InvalidReturn, match="order order-000001: no line for SKU-PEN"):
         fulfilment.request_return(uow, ANN, delivered_order, {PEN: 1}, 30.0)
     with pytest.raises(IllegalTransition, match="cannot go from delivered to returned"):
-        fulfilment.receive_return(uow, delivered_order, 30.0)
+        fulfilment.receive_return(uow, ADMIN, delivered_order, 30.0)
     with pytest.raises(IllegalTransition, match="cannot go from delivered to refunded"):
-        fulfilment.refund_return(uow, delivered_order, 30.0)
+        fulfilment.refund_return(uow, ADMIN, delivered_order, 30.0)
     order = uow.orders.get(delivered_order)
     assert (order.status, order.pending_return, order.refund_due) == (
         OrderStatus.DELIVERED,
@@ -338,10 +338,10 @@ def test_bad_returns_are_rejected(uow, place, delivered_order):
 
 def test_a_return_is_refunded_once(uow, delivered_order):
     fulfilment.request_return(uow, ANN, delivered_order, {MUG: 1}, 30.0)
-    fulfilment.receive_return(uow, delivered_order, 31.0)
-    assert fulfilment.refund_return(uow, delivered_order, 32.0) == Money(874)
+    fulfilment.receive_return(uow, ADMIN, delivered_order, 31.0)
+    assert fulfilment.refund_return(uow, ADMIN, delivered_order, 32.0) == Money(874)
     with pytest.raises(IllegalTransition, match="cannot go from refunded to refunded"):
-        fulfilment.refund_return(uow, delivered_order, 33.0)
+        fulfilment.refund_return(uow, ADMIN, delivered_order, 33.0)
     assert [e.amount for e in uow.ledger] == [Money(3803), Money(874)]
 
 
@@ -512,9 +512,13 @@ def test_a_long_scripted_scenario_reconciles(uow, policies, events):
                 actor = ADMIN if rng.random() < 0.3 else owner
                 fulfilment.cancel_order(uow, actor, order_id, now, "scripted")
             elif action == "ship" and orders_in(OrderStatus.PROCESSING):
-                fulfilment.ship_order(uow, rng.choice(orders_in(OrderStatus.PROCESSING)), now)
+                fulfilment.ship_order(
+                    uow, ADMIN, rng.choice(orders_in(OrderStatus.PROCESSING)), now
+                )
             elif action == "deliver" and orders_in(OrderStatus.SHIPPED):
-                fulfilment.deliver_order(uow, rng.choice(orders_in(OrderStatus.SHIPPED)), now)
+                fulfilment.deliver_order(
+                    uow, ADMIN, rng.choice(orders_in(OrderStatus.SHIPPED)), now
+                )
             elif action == "return":
                 candidates = [
                     o
@@ -531,8 +535,8 @@ def test_a_long_scripted_scenario_reconciles(uow, policies, events):
                     } or {next(iter(left)): 1}
                     owner = uow.orders.get(order_id).user_id
                     fulfilment.request_return(uow, owner, order_id, units, now)
-                    fulfilment.receive_return(uow, order_id, now + 1)
-                    fulfilment.refund_return(uow, order_id, now + 2)
+                    fulfilment.receive_return(uow, ADMIN, order_id, now + 1)
+                    fulfilment.refund_return(uow, ADMIN, order_id, now + 2)
         except (CouponRejected, OutOfStock, EmptyCart, NotFound) as error:
             tally[type(error).__name__] += 1
         if step % 50 == 49:  # the engine's housekeeping: expire reservations, restock

@@ -8,6 +8,7 @@ from sim.domain.errors import AlreadyExists, NotFound
 from sim.domain.events import DomainEvent, EventSource, ProductCreated, events_field
 from sim.services.bus import MessageBus
 from sim.services.store import TransactionError, UnitOfWork
+from tests.services.conftest import new_uow
 
 
 @dataclass
@@ -27,7 +28,7 @@ def make_uow() -> tuple[UnitOfWork, list[DomainEvent]]:
     bus = MessageBus()
     seen: list[DomainEvent] = []
     bus.subscribe(DomainEvent, seen.append)
-    return UnitOfWork(bus), seen
+    return new_uow(bus, trusted=[Thing]), seen
 
 
 def test_commit_keeps_changes_and_publishes_events_after_the_block():

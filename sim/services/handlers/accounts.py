@@ -20,6 +20,7 @@ from sim.domain.errors import (
     SessionInvalid,
 )
 from sim.domain.users import (
+    RECENT_ACTIVITY_LIMIT,
     ActivityKind,
     ActivityLog,
     EmailClaim,
@@ -48,11 +49,13 @@ def register(
     *,
     role: Role | str = Role.CUSTOMER,
     hasher: PasswordHasher,
+    keep_recent: int = RECENT_ACTIVITY_LIMIT,
 ) -> str:
     """Create a user (and their activity log); return the new user id.
 
     Raises InvalidEmail, WeakPassword, or DuplicateEmail if the address is taken. The
     checks run before an id is drawn, so a rejected registration leaves no gap in the ids.
+    The activity log keeps the ``keep_recent`` latest entries besides its counts.
     """
     normalized = normalize_email(email)
     with uow:
@@ -62,7 +65,7 @@ def register(
         user_id = uow.next_id("user")
         uow.users.add(User.register(user_id, normalized, password, role, now, hasher))
         uow.emails.add(EmailClaim(normalized, user_id))
-        uow.activity.add(ActivityLog(user_id))
+        uow.activity.add(ActivityLog.create(user_id, keep_recent))
         uow.commit()
     return user_id
 

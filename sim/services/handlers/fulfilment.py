@@ -1,15 +1,22 @@
-"""Use cases after checkout: cancellation, shipping, delivery, returns, refunds, bulk orders."""
+"""Use cases after checkout: cancellation, shipping, delivery, returns, refunds, bulk orders.
+
+Cancelling an order (its customer or an admin, or the expiry of its reservation) also
+closes any payment the gateway still holds for it
+(:func:`~sim.services.handlers.shopping.close_open_payments`). Shipping, delivery and
+receiving and refunding returns are staff work: the acting user needs ``manage_orders``
+(merchants and admins).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from sim.domain import inventory
-from sim.domain.errors import PermissionDenied
+from sim.domain.errors import NotFound, PermissionDenied
 from sim.domain.money import Money
 from sim.domain.orders import Order, OrderStatus
 from sim.domain.users import Permission, Role, require
-from sim.services.handlers.shopping import place_order, release_order
+from sim.services.handlers.shopping import close_open_payments, place_order, release_order
 from sim.services.policies import ShopPolicies
 from sim.services.store import UnitOfWork
 
@@ -23,6 +30,14 @@ def _require_customer_or_staff(uow: UnitOfWork, actor_id: str, order: Order) -> 
         )
 
 
+def _require_staff(uow: UnitOfWork, actor_id: str) -> None:
+    """Raise PermissionDenied unless the actor may manage orders (NotFound: no such user)."""
+    actor = uow.users.find_readonly(actor_id)
+    if actor is None:
+        raise NotFound(f"user {actor_id!r} not found")
+    require(actor, Permission.MANAGE_ORDERS)
+
+
 def _refund(uow: UnitOfWork, order: Order, amount: Money, now: float) -> None:
     if amount:
         uow.payments.get(order.payment_id).refund(amount, now)
@@ -33,13 +48,15 @@ def cancel_order(uow: UnitOfWork, actor_id: str, order_id: str, now: float, reas
     """Cancel an order before it ships (its customer or an admin); return the refund made.
 
     An unpaid order gives back its reserved stock and held coupon uses; a paid one is
-    refunded in full and its sold units go back on the shelf.
+    refunded in full and its sold units go back on the shelf. A payment the gateway still
+    holds for the order is cancelled with it (its late answer is settled without it).
     """
     with uow:
         order = uow.orders.get(order_id)
         _require_customer_or_staff(uow, actor_id, order)
         was_paid = order.status is OrderStatus.PROCESSING
         due = order.cancel(now, reason)
+        close_open_payments(uow, order, now)
         if was_paid:
             for item, line in zip(
                 uow.stock.lock_many(line.sku for line in order.lines),
@@ -55,7 +72,10 @@ def cancel_order(uow: UnitOfWork, actor_id: str, order_id: str, now: float, reas
 
 
 def expire_order(uow: UnitOfWork, order_id: str, now: float) -> bool:
-    """Cancel a pending order whose stock reservation has expired; return True if it did."""
+    """Cancel a pending order whose stock reservation has expired; return True if it did.
+
+    A payment the gateway still holds for the order is cancelled with it.
+    """
     with uow:
         order = uow.orders.get(order_id)
         if order.status is not OrderStatus.PENDING or order.reservation_id is None:
@@ -63,21 +83,24 @@ def expire_order(uow: UnitOfWork, order_id: str, now: float) -> bool:
         if not uow.reservations.get(order.reservation_id).is_expired(now):
             return False
         order.cancel(now, "reservation expired")
+        close_open_payments(uow, order, now)
         release_order(uow, order, inventory.ABANDONED, now)
         uow.commit()
         return True
 
 
-def ship_order(uow: UnitOfWork, order_id: str, now: float) -> None:
-    """Hand a paid, picked and packed order to the carrier."""
+def ship_order(uow: UnitOfWork, actor_id: str, order_id: str, now: float) -> None:
+    """Hand a paid, picked and packed order to the carrier (staff with ``manage_orders``)."""
     with uow:
+        _require_staff(uow, actor_id)
         uow.orders.get(order_id).ship(now)
         uow.commit()
 
 
-def deliver_order(uow: UnitOfWork, order_id: str, now: float) -> None:
-    """Note that the carrier delivered an order."""
+def deliver_order(uow: UnitOfWork, actor_id: str, order_id: str, now: float) -> None:
+    """Note that the carrier delivered an order (staff with ``manage_orders``)."""
     with uow:
+        _require_staff(uow, actor_id)
         uow.orders.get(order_id).deliver(now)
         uow.commit()
 
@@ -94,9 +117,10 @@ def request_return(
         return due
 
 
-def receive_return(uow: UnitOfWork, order_id: str, now: float) -> dict[str, int]:
-    """Take returned units back into stock; return them (SKU -> units)."""
+def receive_return(uow: UnitOfWork, actor_id: str, order_id: str, now: float) -> dict[str, int]:
+    """Take returned units back into stock; return them (SKU -> units) (``manage_orders``)."""
     with uow:
+        _require_staff(uow, actor_id)
         order = uow.orders.get(order_id)
         received = order.receive_return(now)
         for item in uow.stock.lock_many(received):
@@ -105,9 +129,13 @@ def receive_return(uow: UnitOfWork, order_id: str, now: float) -> dict[str, int]
         return received
 
 
-def refund_return(uow: UnitOfWork, order_id: str, now: float) -> Money:
-    """Refund a received return through the order's payment; return the amount."""
+def refund_return(uow: UnitOfWork, actor_id: str, order_id: str, now: float) -> Money:
+    """Refund a received return through the order's payment; return the amount.
+
+    The actor needs ``manage_orders`` (merchants and admins).
+    """
     with uow:
+        _require_staff(uow, actor_id)
         order = uow.orders.get(order_id)
         due = order.refund_due
         _refund(uow, order, due, now)

@@ -5,6 +5,13 @@ Paying is split the way a real payment is: :func:`begin_payment` runs the shop's
 later, possibly several times (retries); each answer goes to :func:`record_gateway_answer`;
 if no attempt succeeds the engine calls :func:`abandon_payment`. Every function is one
 transaction: it commits or leaves no trace.
+
+An order cancelled while the gateway still holds its payment (by its customer, an admin,
+or the expiry of its reservation) closes that payment too (:func:`close_open_payments`:
+the payment becomes cancelled, its idempotency record replays ``"cancelled"``). The
+gateway's late answer then never touches the order: an approval voids the authorisation
+at once (a ``void`` ledger entry, no money moved), a decline closes the payment as
+declined, a failure or timeout leaves it cancelled.
 """
 
 from __future__ import annotations
@@ -32,6 +39,13 @@ from sim.services.store import UnitOfWork
 
 GatewayAnswer = Literal["approved", "declined", "failed", "timeout"]
 """What a gateway said to one authorisation request (a timeout is the client giving up)."""
+
+CANCELLED = "cancelled"
+"""Outcome of a payment closed with its cancelled order (and of a late failure for it)."""
+VOIDED = "voided"
+"""Outcome of a late approval of a cancelled payment: the authorisation is voided."""
+
+_OPEN_PAYMENT = frozenset({PaymentStatus.PENDING, PaymentStatus.FAILED})
 
 
 # --- the cart ----------------------------------------------------------------------------------
@@ -215,6 +229,30 @@ def checkout(uow: UnitOfWork, user_id: str, now: float, *, policies: ShopPolicie
         return order.id
 
 
+def close_open_payments(
+    uow: UnitOfWork, order: Order, now: float, *, keep: str | None = None
+) -> list[str]:
+    """Cancel the order's payments the gateway still holds (open transaction); return their ids.
+
+    Called whenever an order stops awaiting payment (paid, cancelled, expired): each
+    pending or failed payment of the order but ``keep`` becomes cancelled and its
+    idempotency record replays ``"cancelled"``, so nothing is left in limbo and a late
+    answer from the gateway is settled without the order (see :func:`record_gateway_answer`).
+    """
+    closed = []
+    for payment_id in order.payment_ids:
+        seen = uow.payments.find_readonly(payment_id)
+        if payment_id == keep or seen is None or seen.status not in _OPEN_PAYMENT:
+            continue
+        payment = uow.payments.get(payment_id)
+        payment.cancel(now)
+        record = uow.idempotency.find(payment.idempotency_key)
+        if record is not None and record.payment_id == payment_id:
+            record.settle(CANCELLED)
+        closed.append(payment_id)
+    return closed
+
+
 def release_order(uow: UnitOfWork, order: Order, reason: str, now: float) -> None:
     """Give back an unpaid order's reserved stock and held coupon uses (open transaction)."""
     if order.reservation_id is not None:
@@ -282,6 +320,7 @@ def begin_payment(
             now=now,
         )
         uow.payments.add(payment)
+        order.add_payment(payment.id)
         if idempotency_key in uow.idempotency:
             uow.idempotency.remove(idempotency_key)  # an expired (pruned) record
         record = uow.idempotency.add(
@@ -305,6 +344,7 @@ def begin_payment(
             payment.decline("fraud: " + ", ".join(risk.reasons), now)
             record.settle("declined")
             order.cancel(now, "payment blocked by fraud rules")
+            close_open_payments(uow, order, now)
             release_order(uow, order, inventory.PAYMENT_FAILED, now)
             uow.commit()
             return PaymentStart(payment.id, "blocked", "declined")
@@ -320,17 +360,27 @@ def record_gateway_answer(
     approved: the payment is captured, the order paid, its reserved stock sold and its
     coupon uses counted. declined: the order is cancelled and everything it held is given
     back. failed / timeout: the payment waits for a retry (or :func:`abandon_payment`).
+
+    A late answer for a payment cancelled with its order leaves the order alone: approved
+    voids the authorisation at once (outcome ``"voided"``; PaymentVoided, no money moved),
+    declined closes the payment as declined (``"declined"``), failed / timeout leave it
+    cancelled (``"cancelled"``). Its idempotency record keeps replaying ``"cancelled"``.
     """
     with uow:
         payment = uow.payments.get(payment_id)
-        order = uow.orders.get(payment.order_id)
-        record = uow.idempotency.get(payment.idempotency_key)
         if gateway:
             payment.gateway = gateway
+        if payment.status is PaymentStatus.CANCELLED:
+            outcome = _late_answer(uow, payment, answer, now)
+            uow.commit()
+            return outcome
+        order = uow.orders.get(payment.order_id)
+        record = uow.idempotency.get(payment.idempotency_key)
         if answer == "approved":
             payment.authorize(now)
             payment.capture(now)
             order.mark_paid(payment.id, now)
+            close_open_payments(uow, order, now, keep=payment.id)
             if order.reservation_id is not None:
                 reservation = uow.reservations.get(order.reservation_id)
                 items = uow.stock.lock_many(sku for sku, _ in reservation.lines)
@@ -342,6 +392,7 @@ def record_gateway_answer(
             payment.decline("declined by the issuer", now)
             _history(uow, order.user_id).note_failure()
             order.cancel(now, "payment declined")
+            close_open_payments(uow, order, now)
             release_order(uow, order, inventory.PAYMENT_FAILED, now)
             outcome = "declined"
         elif answer in ("failed", "timeout"):
@@ -352,6 +403,20 @@ def record_gateway_answer(
         record.settle(outcome)
         uow.commit()
         return outcome
+
+
+def _late_answer(uow: UnitOfWork, payment: Payment, answer: str, now: float) -> str:
+    """Settle the gateway's answer for a payment cancelled with its order (open transaction)."""
+    if answer == "approved":
+        payment.void(now)  # the provider's authorisation is released: never captured
+        return VOIDED
+    if answer == "declined":
+        payment.decline("declined by the issuer", now)
+        _history(uow, uow.orders.get(payment.order_id).user_id).note_failure()
+        return "declined"
+    if answer in ("failed", "timeout"):
+        return CANCELLED
+    raise InvalidValue(f"unknown gateway answer {answer!r}")
 
 
 def abandon_payment(uow: UnitOfWork, payment_id: str, now: float) -> None:
@@ -371,5 +436,6 @@ def abandon_payment(uow: UnitOfWork, payment_id: str, now: float) -> None:
         _history(uow, order.user_id).note_failure()
         uow.idempotency.get(payment.idempotency_key).settle("failed")
         order.cancel(now, "payment failed")
+        close_open_payments(uow, order, now, keep=payment_id)
         release_order(uow, order, inventory.PAYMENT_FAILED, now)
         uow.commit()
