@@ -481,9 +481,7 @@ def _storage_is_usable(source: Path | str, scenario: Scenario, replications: int
         return
     for replication in range(replications):
         target = replica_path(storage.path, replication)
-        if target.exists() and (
-            not target.is_file() or (target.stat().st_size > 0 and not is_store_file(target))
-        ):
+        if target.exists() and not is_store_file(target):
             raise ScenarioError(
                 str(source),
                 [

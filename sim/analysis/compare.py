@@ -25,7 +25,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -622,7 +622,7 @@ def scenario_variants(
     name (the file name when two names clash).
     """
     if len(paths) == 1:
-        return grid_variants(paths[0], vary, overrides)
+        return _own_stores(grid_variants(paths[0], vary, overrides))
     bases = [load_scenario(p, overrides) for p in paths]
     names = [s.name for s in bases]
     stems = [Path(p).stem for p in paths]
@@ -634,7 +634,28 @@ def scenario_variants(
             variants.extend(grid_variants(path, vary, overrides, prefix=label))
         else:
             variants.append(Variant(label, base, (), str(path)))
-    return variants
+    return _own_stores(variants)
+
+
+def _own_stores(variants: list[Variant]) -> list[Variant]:
+    """Give each variant its own SQLite file (``-v1``, ``-v2``, ...) when they name one."""
+    return [
+        replace(v, scenario=with_own_store(v.scenario, f"v{i + 1}")) for i, v in enumerate(variants)
+    ]
+
+
+def with_own_store(scenario: Scenario, tag: str) -> Scenario:
+    """Return ``scenario`` with its SQLite file, if it names one, tagged ``<stem>-<tag><suffix>``.
+
+    Variants of a comparison (and the capacities a plan tries) run side by side: each needs a
+    store file of its own, or they would write to one another's shop.
+    """
+    storage = scenario.storage
+    if storage.kind != "sqlite" or storage.path is None or storage.path == ":memory:":
+        return scenario
+    path = Path(storage.path)
+    tagged = str(path.with_name(f"{path.stem}-{tag}{path.suffix}"))
+    return scenario.model_copy(update={"storage": storage.model_copy(update={"path": tagged})})
 
 
 def station_of_path(path: str) -> str | None:

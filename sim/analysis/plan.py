@@ -38,6 +38,7 @@ from sim.analysis.compare import (
     lookup,
     replicate,
     station_of_path,
+    with_own_store,
 )
 from sim.analysis.executors import Executor, TaskProgress
 from sim.analysis.stats import MeanCI, mean_ci
@@ -463,7 +464,9 @@ def plan(
     evaluations: dict[int, Evaluation] = {}
 
     def candidate(capacity: int) -> Scenario:
-        return parse_scenario(apply_overrides(data, {parameter: capacity}), f"<{short}={capacity}>")
+        at = apply_overrides(data, {parameter: capacity})
+        tried = parse_scenario(at, f"<{short}={capacity}>")
+        return with_own_store(tried, f"{short}{capacity}")
 
     def evaluate(capacity: int) -> Evaluation:
         if capacity in evaluations:

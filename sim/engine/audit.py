@@ -432,21 +432,14 @@ def _check_payments(
             checked["payments_final"] += 1
         elif order.status is OrderStatus.PENDING:
             checked["payments_in_flight"] += 1
-        else:
-            record = uow.idempotency.find_readonly(payment.idempotency_key)
-            abandoned = (
-                record is not None and record.payment_id == pid and record.outcome != "pending"
-            )
-            if abandoned:
-                checked["payments_final"] += 1
-            else:
-                found.append(
-                    Violation(
-                        "payment stranded",
-                        (pid, order.id),
-                        f"{status} while its order is {order.status}",
-                    )
+        else:  # pending or failed while its order no longer awaits payment
+            found.append(
+                Violation(
+                    "payment stranded",
+                    (pid, order.id),
+                    f"{status} while its order is {order.status}",
                 )
+            )
 
 
 # --- the world of a run --------------------------------------------------------------------------

@@ -437,18 +437,17 @@ def _tally(
     keys = keys.astype(np.int64)
     major = major_rank[keys // span] if major_rank.size else keys // span
     minor = keys % span if minor_rank is None else minor_rank[keys % span]
-    width = max(int(major_rank.size), 1)
-    combined = (ks.astype(np.int64) * width + major) * span + minor
-    order = np.argsort(combined, kind="stable")
-    combined = combined[order]
+    # Sort on the three columns (no combined key: it could overflow int64 on a long run
+    # with a tiny interval and many pages).
+    order = np.lexsort((minor, major, ks))
+    k, major, minor = ks.astype(np.int64)[order], major[order], minor[order]
     summed = counts.astype(np.int64)[order]
-    if combined.size:
-        firsts = np.flatnonzero(np.concatenate(([True], combined[1:] != combined[:-1])))
-        if firsts.size != combined.size:  # a late request reopened an interval already folded
+    if k.size:
+        starts = (k[1:] != k[:-1]) | (major[1:] != major[:-1]) | (minor[1:] != minor[:-1])
+        firsts = np.flatnonzero(np.concatenate(([True], starts)))
+        if firsts.size != k.size:  # a late request reopened an interval already folded
             summed = np.add.reduceat(summed, firsts)
-            combined = combined[firsts]
-    rest, minor = np.divmod(combined, span)
-    k, major = np.divmod(rest, width)
+            k, major, minor = k[firsts], major[firsts], minor[firsts]
     return k, major, minor, summed
 
 

@@ -61,27 +61,29 @@ def run(
     seed = scenario.seed if seed is None else seed
     env = simpy.Environment()
     world = build_world(env, scenario, Streams(seed, replication))
-    if world.rate_steps:
-        env.process(arrivals(world))
-    closed = scenario.arrivals.closed
-    for index in range(closed.users if closed is not None else 0):
-        env.process(closed_shopper(world, index + 1))
-    start_faults(world)
-    horizon = scenario.horizon
-    if progress is None:
-        env.run(until=horizon)
-    else:
-        for step in range(1, PROGRESS_STEPS + 1):
-            env.run(until=horizon * step / PROGRESS_STEPS)
-            progress(env.now, horizon)
-    for station in world.stations.values():
-        station.finalize(horizon)
-    world.close_open_sessions(horizon)
-    frames = collect_frames(world)
-    warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
-    kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)
-    books = audit(world, frames)
-    world.uow.close()  # a file store's connection; nothing in memory
+    try:
+        if world.rate_steps:
+            env.process(arrivals(world))
+        closed = scenario.arrivals.closed
+        for index in range(closed.users if closed is not None else 0):
+            env.process(closed_shopper(world, index + 1))
+        start_faults(world)
+        horizon = scenario.horizon
+        if progress is None:
+            env.run(until=horizon)
+        else:
+            for step in range(1, PROGRESS_STEPS + 1):
+                env.run(until=horizon * step / PROGRESS_STEPS)
+                progress(env.now, horizon)
+        for station in world.stations.values():
+            station.finalize(horizon)
+        world.close_open_sessions(horizon)
+        frames = collect_frames(world)
+        warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
+        kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)
+        books = audit(world, frames)
+    finally:
+        world.uow.close()  # a file store's connection; nothing in memory
     return RunResult(
         scenario=scenario,
         seed=seed,

@@ -210,6 +210,13 @@ class _Capped(Distribution):
         return xs if self.cap is None else np.minimum(xs, self.cap)
 
 
+def _below_less_x_tail(x: float) -> float:
+    """Return ``1 - exp(-x) * (1 + x)`` accurately, by its series where the terms cancel."""
+    if x < 1e-3:
+        return x * x * (0.5 - x * (1.0 / 3.0 - x * (0.125 - x / 30.0)))
+    return -math.expm1(-x) - x * math.exp(-x)
+
+
 class Exponential(_Capped):
     """Exponential with the given mean: ``{exponential: {mean: 5ms}}`` (optional ``cap``)."""
 
@@ -226,9 +233,8 @@ class Exponential(_Capped):
             return self.cap, self.cap * self.cap
         if math.isinf(x):  # the cap is out of reach
             return m, 2.0 * m * m
-        tail = math.exp(-x)
         below = -math.expm1(-x)  # 1 - exp(-x), exact for small x
-        return m * below, 2.0 * m * m * (below - x * tail)
+        return m * below, 2.0 * m * m * _below_less_x_tail(x)
 
     def _exact_scv(self, mean: float, second: float) -> float:
         # scale-free, so that a tiny mean whose square underflows keeps its SCV
@@ -240,7 +246,7 @@ class Exponential(_Capped):
             return 0.0
         if math.isinf(x):
             return 1.0
-        return max(2.0 * ((below - x * math.exp(-x)) / below) / below - 1.0, 0.0)
+        return max(2.0 * (_below_less_x_tail(x) / below) / below - 1.0, 0.0)
 
     def _params(self) -> Any:
         return self._with_cap({"mean": self.scale})

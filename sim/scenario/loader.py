@@ -93,26 +93,46 @@ def _os_reason(exc: BaseException) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (merge keys aside)."""
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    A key may override one brought in by a merge (``<<: *base``), as YAML intends; within
+    one mapping, merged ones included, each key is given once.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         """Build a mapping as SafeLoader does, after checking its own keys are distinct."""
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    repeated = key in seen
-                    seen.add(key)
-                except TypeError:  # an unhashable key: SafeLoader reports it below
-                    continue
-                if repeated:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {show(key)} given twice", key_node.start_mark
-                    )
+        self._refuse_repeated_keys(node)
         return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Merge ``<<`` values as SafeLoader does, after checking the merged mappings too."""
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merged = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
+                for sub in merged:
+                    if isinstance(sub, yaml.MappingNode):
+                        self._refuse_repeated_keys(sub)
+        super().flatten_mapping(node)
+
+    def _refuse_repeated_keys(self, node: Any) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {show(key)} given twice", key_node.start_mark
+                )
 
 
 def parse_yaml(text: str, source: str = "<memory>") -> Any:

@@ -681,6 +681,10 @@ class SqliteUnitOfWork(UnitOfWork):
 
     def _begin_storage(self) -> None:
         self._db.begin()
+        # A savepoint inside the write transaction: a rollback returns to it and still
+        # holds the lock, so the ids drawn meanwhile are recorded before any other
+        # connection can draw them again.
+        self._db.conn.execute("SAVEPOINT work")
         self._drawn = {}
 
     def _commit_storage(self, joined: list[Any]) -> None:
@@ -693,15 +697,15 @@ class SqliteUnitOfWork(UnitOfWork):
         self._drawn = {}
 
     def _rollback_storage(self) -> None:
-        self._db.rollback()
         drawn, self._drawn = self._drawn, {}
-        if drawn:  # ids drawn in the rolled-back transaction stay drawn (a sequence's gap)
-            self._db.retry(lambda: self._advance(drawn))
-
-    def _advance(self, drawn: dict[str, int]) -> None:
         conn = self._db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        if not drawn or not conn.in_transaction:
+            self._db.rollback()
+            return
+        # Ids drawn in the rolled-back work stay drawn (a sequence's gap): undo the work
+        # back to the savepoint, keep the sequences, commit, all under the same lock.
         try:
+            conn.execute("ROLLBACK TO work")
             conn.executemany(
                 "INSERT INTO sequences (name, value) VALUES (?, ?) ON CONFLICT (name)"
                 " DO UPDATE SET value = max(value, excluded.value)",
@@ -709,8 +713,7 @@ class SqliteUnitOfWork(UnitOfWork):
             )
             conn.execute("COMMIT")
         finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._db.rollback()  # only if something above failed and left it open
 
     def next_id(self, prefix: str) -> str:
         """Return the next id of a kind (``order-000001``), unique across connections.
@@ -757,19 +760,20 @@ def is_store_file(path: str | os.PathLike[str]) -> bool:
 def replace_store_file(path: str | os.PathLike[str]) -> None:
     """Delete the store at ``path`` (and its WAL files) so a run starts afresh.
 
-    Nothing to do if there is no such file; an empty file is replaced too. Refuses, with
-    StoreFileError, to delete a file that is not an ecommerce-sim store.
+    Nothing to do if there is no such file. Refuses, with StoreFileError, to delete anything
+    that is not an ecommerce-sim store (an empty file too: it may be someone's), and touches
+    the ``-wal`` / ``-shm`` / ``-journal`` files beside it only once it is known to be one.
     """
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         return
-    if p.is_file() and p.stat().st_size > 0 and not is_store_file(p):
+    if not p.is_file():
+        raise StoreFileError(f"{p}: exists and is not a file; choose another storage path")
+    if not is_store_file(p):
         raise StoreFileError(
             f"{p}: exists and is not an {APPLICATION} store; refusing to overwrite it "
             "(choose another storage path)"
         )
-    if not p.is_file():
-        raise StoreFileError(f"{p}: exists and is not a file; choose another storage path")
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{p}{suffix}").unlink(missing_ok=True)
 

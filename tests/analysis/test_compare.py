@@ -27,6 +27,7 @@ from sim.analysis.compare import (
     station_of_path,
     summarize_run,
     unpaired_difference,
+    with_own_store,
 )
 from sim.analysis.executors import InProcessExecutor
 from sim.analysis.stats import (
@@ -507,3 +508,14 @@ def test_table_shows_settings_that_are_not_numbers():
     table = comparison.table()
     assert list(table["stations.database.query"]) == ["{'constant': 0.001}", "{'constant': 0.002}"]
     assert table["stations.nothing"].isna().all()
+
+
+def test_variants_that_name_a_sqlite_file_each_get_their_own():
+    overrides = ["storage.kind=sqlite", "storage.path=runs/shop.db"]
+    variants = scenario_variants([SMOKE], [("stations.app.servers", ["4", "8"])], overrides)
+    assert [v.scenario.storage.path for v in variants] == ["runs/shop-v1.db", "runs/shop-v2.db"]
+    assert [v.scenario.storage.kind for v in variants] == ["sqlite", "sqlite"]
+    in_memory = scenario_variants([SMOKE, SMOKE], (), ["storage=sqlite"])
+    assert [v.scenario.storage.path for v in in_memory] == [None, None]  # nothing to share
+    plain = scenario_variants([SMOKE], [("stations.app.servers", ["4", "8"])])
+    assert all(with_own_store(v.scenario, "x") is v.scenario for v in plain)

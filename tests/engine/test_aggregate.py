@@ -398,3 +398,18 @@ def test_an_aggregate_run_writes_and_rebuilds_its_report(runs, tmp_path):
     assert "streaming aggregates" in files.html.read_text(encoding="utf-8")
     rebuilt = rebuild_report(tmp_path)
     assert {p.name for p in rebuilt.pngs} == {p.name for p in files.pngs}
+
+
+def test_tallies_of_far_intervals_and_many_pages_do_not_overflow():
+    from sim.engine.recorder import _BUCKET_SPAN, _ranks, _tally
+
+    far = 2**45  # a 1 us interval a year into a run
+    pages = [f"p{i:03d}" for i in range(1000)][::-1]  # codes in reverse name order
+    ks = np.array([far + 1, far, far + 1, far], dtype=np.int64)
+    keys = np.array([999 * _BUCKET_SPAN + 7, 0 * _BUCKET_SPAN + 5, 999 * _BUCKET_SPAN + 7, 3])
+    k, major, minor, counts = _tally(ks, keys, np.array([1, 2, 3, 4]), _BUCKET_SPAN, _ranks(pages))
+    # page code 0 is "p999" (rank 999), code 999 is "p000" (rank 0)
+    assert k.tolist() == [far, far, far + 1]
+    assert major.tolist() == [999, 999, 0]
+    assert minor.tolist() == [3, 5, 7]
+    assert counts.tolist() == [4, 2, 4]

@@ -373,6 +373,13 @@ def test_payments_must_have_an_order_and_not_be_left_pending():
         f"payment stranded: {start.payment_id} {order_id} pending while its order is cancelled",
         "payment orphan: payment-orphan order-gone its order does not exist",
     )
+    # a failed attempt settles the idempotency record, yet the payment is stranded all the same
+    payment.status = PaymentStatus.FAILED
+    world.uow.idempotency.find_readonly("k1").outcome = "failed"
+    del world.uow.payments._items[orphan.id]
+    assert audit(world).violations == (
+        f"payment stranded: {start.payment_id} {order_id} failed while its order is cancelled",
+    )
 
 
 def test_a_cancelled_payment_whose_order_still_awaits_payment_is_in_the_wrong_state():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import decimal
 import math
 import pickle
 
@@ -366,3 +367,16 @@ def test_extreme_parameters_give_finite_moments_or_a_clear_refusal(kind, a, b, c
     assert math.isfinite(dist.mean) and dist.mean >= 0.0
     assert math.isfinite(dist.scv) and dist.scv >= 0.0
     assert math.isfinite(dist.variance) and dist.variance >= 0.0
+
+
+@pytest.mark.parametrize("ratio", [1e-16, 1e-12, 1e-6, 9.99e-4, 1.001e-3, 0.5, 2.0, 50.0])
+def test_a_capped_exponential_has_its_exact_scv_even_when_the_cap_is_tiny(ratio):
+    # the exact SCV of min(X, c), X exponential with mean 1: 2 g / b**2 - 1 with
+    # b = 1 - e^-c and g = 1 - e^-c (1 + c), in 60-digit decimal arithmetic
+    decimal.getcontext().prec = 60
+    c = decimal.Decimal(ratio)
+    b = 1 - (-c).exp()
+    g = 1 - (-c).exp() * (1 + c)
+    dist = distribution({"exponential": {"mean": 1, "cap": ratio}})
+    assert dist.mean == pytest.approx(float(b), rel=1e-12)
+    assert dist.scv == pytest.approx(float(2 * g / b / b - 1), rel=1e-6, abs=1e-15)

@@ -551,6 +551,12 @@ def test_a_key_given_twice_is_refused(tmp_path):
 def test_a_key_given_twice_deep_inside_is_refused_but_a_merge_may_be_overridden(tmp_path):
     text = "base: &b {servers: 2}\nstations:\n  app:\n    <<: *b\n    servers: 3\n    servers: 4\n"
     assert parse_yaml("a: &b {x: 1}\nc:\n  <<: *b\n  x: 2\n") == {"a": {"x": 1}, "c": {"x": 2}}
+    for merged, column in (("a: {<<: {q: 1, q: 2}}", 16), ("a: {<<: [{q: 1, q: 2}]}", 17)):
+        with pytest.raises(ScenarioError) as inside:
+            parse_yaml(merged, "m.yaml")
+        assert str(inside.value) == (
+            f"m.yaml: invalid YAML at line 1, column {column}: key 'q' given twice"
+        )
     with pytest.raises(ScenarioError) as caught:
         parse_yaml(text, "dup.yaml")
     assert str(caught.value) == (

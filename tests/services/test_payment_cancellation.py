@@ -222,7 +222,7 @@ def test_an_order_ended_by_one_payment_closes_the_others(uow, policies, place, c
     else:
         shopping.record_gateway_answer(uow, first, "timeout", 12.0)
         shopping.abandon_payment(uow, first, 13.0)
-        ended = (PaymentStatus.FAILED, "failed")  # abandoned: its record replays "failed"
+        ended = (PaymentStatus.CANCELLED, "failed")  # abandoned: its record replays "failed"
     assert (status(uow, first), uow.idempotency.find_readonly("k1").outcome) == ended
     assert status(uow, second) is PaymentStatus.CANCELLED
     assert uow.idempotency.find_readonly("k2").outcome == "cancelled"
@@ -243,3 +243,21 @@ def test_a_reused_key_belongs_to_the_new_payment_and_is_left_alone(uow, policies
     record = uow.idempotency.find_readonly("k")
     assert (record.payment_id, record.outcome) == (new, "pending")
     assert status(uow, new) is PaymentStatus.PENDING
+
+
+def test_a_late_approval_of_an_abandoned_payment_is_voided(uow, policies, place, card, events):
+    order_id = place(ANN, {PEN: 1}, now=1.0)
+    payment_id = begin(uow, policies, order_id, card)
+    assert shopping.record_gateway_answer(uow, payment_id, "timeout", 11.0) == "failed"
+    shopping.abandon_payment(uow, payment_id, 12.0)  # the shop gives up; the gateway had said yes
+    assert status(uow, payment_id) is PaymentStatus.CANCELLED
+    events.clear()
+    assert shopping.record_gateway_answer(uow, payment_id, "approved", 13.0) == "voided"
+    amount = uow.payments.find_readonly(payment_id).amount
+    assert events == [
+        PaymentVoided(at=13.0, payment_id=payment_id, order_id=order_id, amount=amount)
+    ]
+    assert list(uow.ledger) == [LedgerEntry(1, EntryKind.VOID, order_id, payment_id, amount, 13.0)]
+    assert uow.orders.find_readonly(order_id).status is OrderStatus.CANCELLED
+    assert uow.idempotency.find_readonly("k1").outcome == "failed"  # replays what the shop said
+    assert books_balance(uow) == Money(0)

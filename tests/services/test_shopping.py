@@ -881,10 +881,12 @@ def test_abandoning_a_failed_payment_cancels_and_releases(uow, policies, place, 
     )
     assert stock_of(uow, BOOK) == (10, 0, 0, 10) and stock_of(uow, MUG) == (5, 0, 0, 5)
     assert uow.coupons.get("SAVE10").held == {}
-    assert uow.payments.get(start.payment_id).status is PaymentStatus.FAILED
+    assert uow.payments.get(start.payment_id).status is PaymentStatus.CANCELLED  # closed for good
     assert uow.histories.get(ANN).failed_payments == 1
     assert list(uow.ledger) == []
-    with pytest.raises(IllegalTransition, match="cannot go from cancelled to cancelled"):
+    with pytest.raises(
+        IllegalTransition, match="payment payment-000001 is cancelled: only a pending or failed"
+    ):
         shopping.abandon_payment(uow, start.payment_id, 13.0)
 
 

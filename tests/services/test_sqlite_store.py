@@ -435,6 +435,25 @@ def test_ids_are_unique_across_connections_to_one_file(db_file):
     assert drawn == [f"order-{n:06d}" for n in range(1, 6)]
 
 
+def test_a_rolled_back_id_is_recorded_before_the_lock_is_released(db_file):
+    with (
+        contextlib.closing(open_shop(db_file)) as a,
+        contextlib.closing(open_shop(db_file)) as b,
+    ):
+        seen = []
+        release = a._db.rollback
+
+        def release_then_another_connection_draws():
+            release()
+            seen.append(b.next_id("order"))  # the first moment b can get the write lock
+
+        a._db.rollback = release_then_another_connection_draws
+        with a:
+            seen.append(a.next_id("order"))
+        seen.append(a.next_id("order"))
+    assert seen == ["order-000001", "order-000002", "order-000003"]
+
+
 def test_close_rolls_back_an_open_transaction(db_file):
     uow = open_shop(db_file)
     uow.__enter__()
@@ -565,10 +584,13 @@ def test_open_store_refuses_to_overwrite_a_file_that_is_not_a_store(tmp_path):
     assert precious.read_bytes() == b"chapter one"
     with pytest.raises(StoreFileError, match="not a file"):
         open_store("sqlite", tmp_path)
-    empty = tmp_path / "empty.db"
+    empty = tmp_path / "__init__.py"  # empty, and somebody's
     empty.touch()
-    open_store("sqlite", empty).close()  # an empty file holds nothing to lose
-    assert is_store_file(empty)
+    (tmp_path / "__init__.py-journal").write_text("notes\n", encoding="utf-8")
+    with pytest.raises(StoreFileError, match="not an ecommerce-sim store; refusing to overwrite"):
+        open_store("sqlite", empty)
+    assert empty.is_file() and (tmp_path / "__init__.py-journal").read_text() == "notes\n"
+    assert not is_store_file(empty)
     assert not is_store_file(tmp_path / "missing.db") and not is_store_file(precious)
 
 

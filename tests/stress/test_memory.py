@@ -98,7 +98,6 @@ def test_fifty_replications_do_not_keep_growing(traced):
     )
     assert heap_slope < TRACED_SLOPE, message
     assert rss_slope < RSS_SLOPE, message
-    assert elapsed < 60, f"took {elapsed:.1f} s; {message}"
     tally.add("leak_replications", REPLICATIONS)
     tally.note("leak_heap_slope_kb_per_replication", round(heap_slope / 1024, 2))
     tally.note("leak_rss_slope_kb_per_replication", round(rss_slope / 1024, 1))

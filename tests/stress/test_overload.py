@@ -106,7 +106,6 @@ def test_overload_grows_queues_loses_nothing_and_bounds_memory():
         f"(world {world_bytes / 1e6:.1f} MB, {rows} rows, {peak_open} sessions open at once)"
     )
     assert peak < bound, message
-    assert elapsed < 60, f"took {elapsed:.1f} s"
     tally.add("overload_sessions", len(sessions))
     tally.add("overload_requests", len(frames["requests"]))
     tally.note("overload_peak_mb", round(peak / 1e6, 1))

@@ -420,10 +420,12 @@ def _late_answer(uow: UnitOfWork, payment: Payment, answer: str, now: float) -> 
 
 
 def abandon_payment(uow: UnitOfWork, payment_id: str, now: float) -> None:
-    """Give up on a payment whose attempts all failed: cancel its order, release its holds.
+    """Give up on a payment whose attempts all failed: cancel it and its order, release holds.
 
     Only a pending or failed payment can be abandoned (IllegalTransition otherwise); its
-    idempotency record then replays "failed".
+    idempotency record then replays "failed". The payment ends cancelled, so a late answer
+    from the gateway (a timed-out request may still have been approved) is settled like any
+    other for a closed payment: an approval is voided, a decline recorded.
     """
     with uow:
         payment = uow.payments.get(payment_id)
@@ -436,6 +438,7 @@ def abandon_payment(uow: UnitOfWork, payment_id: str, now: float) -> None:
         _history(uow, order.user_id).note_failure()
         uow.idempotency.get(payment.idempotency_key).settle("failed")
         order.cancel(now, "payment failed")
+        payment.cancel(now)
         close_open_payments(uow, order, now, keep=payment_id)
         release_order(uow, order, inventory.PAYMENT_FAILED, now)
         uow.commit()
