@@ -105,17 +105,29 @@ def pending_order(world: World, user: int = 0, sku: int = 0, qty: int = 1) -> tu
     return shopping.checkout(world.uow, user_id, now, policies=world.policies), user_id
 
 
-def paid_order(world: World, user: int = 0, sku: int = 0, qty: int = 1) -> tuple[str, str]:
-    """Check out and capture a payment at once (no gateway); return (order, user)."""
+def paying_order(
+    world: World, user: int = 0, sku: int = 0, qty: int = 1, key: str | None = None
+) -> tuple[str, str, str]:
+    """Check out and begin paying (the gateway not yet answered); return (order, user, payment).
+
+    ``key`` is the payment's idempotency key (default ``<order>@gw``).
+    """
     order_id, user_id = pending_order(world, user, sku, qty)
     start = shopping.begin_payment(
         world.uow,
         order_id,
         world.card,
         gateway="gw",
-        idempotency_key=f"{order_id}@gw",
+        idempotency_key=key or f"{order_id}@gw",
         now=world.env.now,
         policies=world.policies,
     )
-    assert shopping.record_gateway_answer(world.uow, start.payment_id, "approved", world.env.now)
+    assert start.action == "call_gateway"
+    return order_id, user_id, start.payment_id
+
+
+def paid_order(world: World, user: int = 0, sku: int = 0, qty: int = 1) -> tuple[str, str]:
+    """Check out and capture a payment at once (no gateway); return (order, user)."""
+    order_id, user_id, payment_id = paying_order(world, user, sku, qty)
+    assert shopping.record_gateway_answer(world.uow, payment_id, "approved", world.env.now)
     return order_id, user_id

@@ -22,7 +22,7 @@ from sim.engine.shoppers import CLOSED_SID_BASE, arrivals, closed_shopper
 from sim.engine.world import build_world
 from sim.scenario import apply_overrides, parse_scenario
 from sim.services.handlers import fulfilment, shopping
-from tests.engine._tiny import paid_order, pending_order, smoke_data, tiny, world_of
+from tests.engine._tiny import paid_order, paying_order, pending_order, smoke_data, tiny, world_of
 
 ONE = {"coupons": [{"code": "ONE", "kind": "percent", "value": 10, "usage_limit": 1}]}
 
@@ -92,21 +92,12 @@ def test_a_fresh_world_and_a_shop_in_every_state_pass():
 
 def test_a_pending_order_with_an_open_payment_is_in_flight():
     world = world_of(tiny())
-    order_id, _ = pending_order(world)
-    start = shopping.begin_payment(
-        world.uow,
-        order_id,
-        world.card,
-        gateway="gw",
-        idempotency_key=f"{order_id}@gw",
-        now=0.0,
-        policies=world.policies,
-    )
-    shopping.record_gateway_answer(world.uow, start.payment_id, "timeout", 1.0)
+    _, _, payment_id = paying_order(world)
+    shopping.record_gateway_answer(world.uow, payment_id, "timeout", 1.0)
     result = audit(world)
     assert result.ok, result.violations
     assert (result.checked["orders_in_flight"], result.checked["payments_in_flight"]) == (1, 1)
-    shopping.abandon_payment(world.uow, start.payment_id, 2.0)
+    shopping.abandon_payment(world.uow, payment_id, 2.0)
     result = audit(world)
     assert result.ok, result.violations
     assert (result.checked["orders_final"], result.checked["payments_final"]) == (1, 1)
@@ -347,17 +338,8 @@ def test_a_paid_order_whose_reservation_was_not_committed():
 
 def test_payments_must_have_an_order_and_not_be_left_pending():
     world = world_of(tiny())
-    order_id, _ = pending_order(world)
-    start = shopping.begin_payment(
-        world.uow,
-        order_id,
-        world.card,
-        gateway="gw",
-        idempotency_key="k1",
-        now=0.0,
-        policies=world.policies,
-    )
-    payment = world.uow.payments.find_readonly(start.payment_id)
+    order_id, _, payment_id = paying_order(world, key="k1")
+    payment = world.uow.payments.find_readonly(payment_id)
     # the customer cancels while the gateway still has the request: the payment closes too
     fulfilment.cancel_order(world.uow, world.population[0], order_id, 1.0, "impatient")
     assert payment.status is PaymentStatus.CANCELLED
@@ -370,7 +352,7 @@ def test_payments_must_have_an_order_and_not_be_left_pending():
     orphan = dataclasses.replace(payment, id="payment-orphan", order_id="order-gone", events=[])
     world.uow.payments._items[orphan.id] = orphan
     assert audit(world).violations == (
-        f"payment stranded: {start.payment_id} {order_id} pending while its order is cancelled",
+        f"payment stranded: {payment_id} {order_id} pending while its order is cancelled",
         "payment orphan: payment-orphan order-gone its order does not exist",
     )
     # a failed attempt settles the idempotency record, yet the payment is stranded all the same
@@ -378,26 +360,16 @@ def test_payments_must_have_an_order_and_not_be_left_pending():
     world.uow.idempotency.find_readonly("k1").outcome = "failed"
     del world.uow.payments._items[orphan.id]
     assert audit(world).violations == (
-        f"payment stranded: {start.payment_id} {order_id} failed while its order is cancelled",
+        f"payment stranded: {payment_id} {order_id} failed while its order is cancelled",
     )
 
 
 def test_a_cancelled_payment_whose_order_still_awaits_payment_is_in_the_wrong_state():
     world = world_of(tiny())
-    order_id, _ = pending_order(world)
-    start = shopping.begin_payment(
-        world.uow,
-        order_id,
-        world.card,
-        gateway="gw",
-        idempotency_key="k1",
-        now=0.0,
-        policies=world.policies,
-    )
-    world.uow.payments.find_readonly(start.payment_id).status = PaymentStatus.CANCELLED
+    order_id, _, payment_id = paying_order(world, key="k1")
+    world.uow.payments.find_readonly(payment_id).status = PaymentStatus.CANCELLED
     assert audit(world).violations == (
-        f"payment state: {start.payment_id} {order_id} cancelled while its order still awaits "
-        "payment",
+        f"payment state: {payment_id} {order_id} cancelled while its order still awaits payment",
     )
 
 

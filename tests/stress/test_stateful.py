@@ -125,6 +125,34 @@ class Shop(RuleBasedStateMachine):
         self.late[order_id] = payment_id
         tally.add("stateful_payments_cancelled_at_the_gateway")
 
+    def _begin(self, order_id: str, key: str) -> shopping.PaymentStart:
+        """Ask for the card payment of an order under an idempotency key."""
+        return shopping.begin_payment(
+            self.uow,
+            order_id,
+            CARD,
+            gateway="card",
+            idempotency_key=key,
+            now=self._tick(),
+            policies=self.policies,
+        )
+
+    def _order_and_pay(
+        self, user: str, sku: str, qty: int, tag: str
+    ) -> tuple[str, shopping.PaymentStart] | None:
+        """Add, check out and begin paying at once; None if the order or the call never came."""
+        shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
+        try:
+            order_id = shopping.checkout(self.uow, user, self._tick(), policies=self.policies)
+        except (OutOfStock, CouponRejected):
+            return None
+        key = f"{order_id}@{tag}"
+        start = self._begin(order_id, key)
+        if start.action != "call_gateway":
+            return None
+        self.keys[order_id] = key
+        return order_id, start
+
     # --- accounts --------------------------------------------------------------------------
     @rule()
     def register(self) -> None:
@@ -190,24 +218,10 @@ class Shop(RuleBasedStateMachine):
     def buy(self, data: st.DataObject, sku: str, qty: int, answer: str) -> None:
         """A shopper who does it all at once: add, check out, pay (one gateway answer)."""
         user = data.draw(st.sampled_from(self.customers))
-        shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
-        try:
-            order_id = shopping.checkout(self.uow, user, self._tick(), policies=self.policies)
-        except (OutOfStock, CouponRejected):
+        placed = self._order_and_pay(user, sku, qty, "buy")
+        if placed is None:
             return
-        key = f"{order_id}@buy"
-        start = shopping.begin_payment(
-            self.uow,
-            order_id,
-            CARD,
-            gateway="card",
-            idempotency_key=key,
-            now=self._tick(),
-            policies=self.policies,
-        )
-        if start.action != "call_gateway":
-            return
-        self.keys[order_id] = key
+        order_id, start = placed
         outcome = shopping.record_gateway_answer(
             self.uow,
             start.payment_id,
@@ -225,15 +239,7 @@ class Shop(RuleBasedStateMachine):
             return
         order_id = data.draw(st.sampled_from(candidates))
         key = f"{order_id}@{self.now}"
-        start = shopping.begin_payment(
-            self.uow,
-            order_id,
-            CARD,
-            gateway="card",
-            idempotency_key=key,
-            now=self._tick(),
-            policies=self.policies,
-        )
+        start = self._begin(order_id, key)
         if start.action == "call_gateway":
             self.open[order_id] = start.payment_id
             self.keys[order_id] = key
@@ -257,15 +263,7 @@ class Shop(RuleBasedStateMachine):
         if not self.keys:
             return
         order_id = data.draw(st.sampled_from(sorted(self.keys)))
-        start = shopping.begin_payment(
-            self.uow,
-            order_id,
-            CARD,
-            gateway="card",
-            idempotency_key=self.keys[order_id],
-            now=self._tick(),
-            policies=self.policies,
-        )
+        start = self._begin(order_id, self.keys[order_id])
         assert start.action == "replayed"
         tally.add("stateful_replays")
 
@@ -326,24 +324,10 @@ class Shop(RuleBasedStateMachine):
     ) -> None:
         """A shopper who pays, then cancels while the gateway still has the request."""
         user = data.draw(st.sampled_from(self.customers))
-        shopping.add_to_cart(self.uow, user, sku, 1, self._tick())
-        try:
-            order_id = shopping.checkout(self.uow, user, self._tick(), policies=self.policies)
-        except (OutOfStock, CouponRejected):
+        placed = self._order_and_pay(user, sku, 1, "impatient")
+        if placed is None:
             return
-        key = f"{order_id}@impatient"
-        start = shopping.begin_payment(
-            self.uow,
-            order_id,
-            CARD,
-            gateway="card",
-            idempotency_key=key,
-            now=self._tick(),
-            policies=self.policies,
-        )
-        if start.action != "call_gateway":
-            return
-        self.keys[order_id] = key
+        order_id, start = placed
         self.open[order_id] = start.payment_id
         fulfilment.cancel_order(self.uow, user, order_id, self._tick(), "too slow")
         self._cancelled_with_the_order(order_id)
