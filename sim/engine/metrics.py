@@ -12,8 +12,8 @@ histograms and are within 1 % (relative) of the exact ones (:mod:`sim.engine.his
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,8 @@ CHECKOUT_PAGE = "buy_confirm"
 
 PERCENTILES = (50, 95, 99)
 """The response-time percentiles every report shows."""
+
+_BLOCK_ROWS = 1 << 14  # rows of a latency histogram read at a time by one pass over its columns
 
 
 def latency_summary(response: pd.Series) -> dict[str, float]:
@@ -113,20 +115,22 @@ def aggregate_request_kpis(
     is :func:`interval_cut` of the warm-up.
     """
     stats = frames["request_stats"]
-    histogram = frames["latency_histogram"]
     cut = interval_cut(warmup, interval)
     kept = stats[stats["start"] >= cut]
-    kept_hist = histogram[histogram["start"] >= cut]
+    table = _page_buckets(frames["latency_histogram"], since=cut)
     span = max(horizon - cut, 1e-9)
     by_page: dict[str, dict[str, float]] = {}
     sums = kept.groupby("page", observed=True, sort=True)["response_sum"].sum()
-    for page, rows in kept_hist.groupby("page", observed=True, sort=True):
-        by_page[str(page)] = histogram_summary(
-            rows["bucket"].to_numpy(), rows["count"].to_numpy(), float(sums.get(page, 0.0))
-        )
+    for i, page in enumerate(table.pages):
+        present = table.seen[i] > 0
+        if present.any():
+            by_page[str(page)] = histogram_summary(
+                table.grid[present], table.counts[i, present], float(sums.get(page, 0.0))
+            )
+    present = table.seen.sum(axis=0) > 0
     overall = histogram_summary(
-        kept_hist["bucket"].to_numpy(),
-        kept_hist["count"].to_numpy(),
+        table.grid[present],
+        table.counts.sum(axis=0)[present],
         float(kept["response_sum"].sum()),
     )
     empty = histogram_summary(np.zeros(0), np.zeros(0), 0.0)
@@ -192,7 +196,7 @@ def aggregate_request_series(
         count = round(starts.max() / interval) + 1
     else:
         return pd.DataFrame(columns=columns)
-    index = np.clip(np.round(starts / interval).astype(np.int64), 0, count - 1)
+    index = _interval_index(starts, interval, count)
     start = np.arange(count, dtype=float) * interval
     end = start + interval if horizon is None else np.minimum(start + interval, horizon)
     length = end - start
@@ -208,25 +212,48 @@ def aggregate_request_series(
         }
     )
     quantiles = np.full((count, len(PERCENTILES)), np.nan)
-    hist_index = np.clip(
-        np.round(latency_histogram["start"].to_numpy(dtype=float) / interval).astype(np.int64),
-        0,
-        count - 1,
+    buckets = latency_histogram["bucket"].to_numpy()
+    weights = latency_histogram["count"].to_numpy()
+    bounds, order = _interval_rows(
+        latency_histogram["start"].to_numpy(dtype=float), interval, count
     )
-    buckets = latency_histogram["bucket"].to_numpy(dtype=np.int64)
-    weights = latency_histogram["count"].to_numpy(dtype=np.int64)
-    order = np.lexsort((buckets, hist_index))
-    hist_index, buckets, weights = hist_index[order], buckets[order], weights[order]
-    bounds = np.searchsorted(hist_index, np.arange(count + 1))
     for i in range(count):
         lo, hi = bounds[i], bounds[i + 1]
         if hi > lo:
-            unique, inverse = np.unique(buckets[lo:hi], return_inverse=True)
-            pooled = np.bincount(inverse, weights=weights[lo:hi]).astype(np.int64)
+            rows = slice(lo, hi) if order is None else order[lo:hi]  # rows of interval i
+            unique, inverse = np.unique(buckets[rows], return_inverse=True)
+            pooled = np.bincount(inverse, weights=weights[rows]).astype(np.int64)
             quantiles[i] = quantiles_from_buckets(unique, pooled, [p / 100.0 for p in PERCENTILES])
     for j, p in enumerate(PERCENTILES):
         frame[f"p{p}"] = quantiles[:, j]
     return frame[columns]
+
+
+def _interval_rows(
+    starts: np.ndarray, interval: float, count: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return where each interval's rows begin and end, and the order that groups the rows.
+
+    Interval ``i`` has rows ``order[bounds[i]:bounds[i + 1]]``; the order is None when the
+    rows come grouped already (those of RequestAggregates.frames() are sorted by start), and
+    then the pass over the starts holds no more than a block of them at a time.
+    """
+    per_interval = np.zeros(count, dtype=np.int64)
+    grouped, last = True, 0
+    for block in _blocks(starts.size):
+        index = _interval_index(starts[block], interval, count)
+        per_interval += np.bincount(index, minlength=count)
+        grouped = grouped and index[0] >= last and bool(np.all(index[:-1] <= index[1:]))
+        last = index[-1]
+    bounds = np.concatenate(([0], np.cumsum(per_interval)))
+    if grouped:
+        return bounds, None
+    return bounds, np.argsort(_interval_index(starts, interval, count), kind="stable")
+
+
+def _interval_index(starts: np.ndarray, interval: float, count: int) -> np.ndarray:
+    """Return the interval (``0 .. count - 1``) of each start, the nearest multiple's."""
+    return np.clip(np.round(starts / interval).astype(np.int64), 0, count - 1)
 
 
 BOX_PERCENTILES = (5, 25, 50, 75, 95)
@@ -241,14 +268,77 @@ def page_latency_quantiles(latency_histogram: pd.DataFrame) -> pd.DataFrame:
     """
     columns = ["page", "count", *[f"p{p}" for p in BOX_PERCENTILES]]
     rows = []
-    positive = latency_histogram[latency_histogram["bucket"] > ZERO_BUCKET]
-    for page, group in positive.groupby("page", observed=True, sort=True):
-        buckets = group["bucket"].to_numpy(dtype=np.int64)
-        unique, inverse = np.unique(buckets, return_inverse=True)
-        pooled = np.bincount(inverse, weights=group["count"].to_numpy()).astype(np.int64)
-        values = quantiles_from_buckets(unique, pooled, [p / 100.0 for p in BOX_PERCENTILES])
-        rows.append([str(page), int(pooled.sum()), *values])
+    table = _page_buckets(latency_histogram, positive=True)
+    for i, page in enumerate(table.pages):
+        present = table.seen[i] > 0
+        if present.any():
+            pooled = table.counts[i, present]
+            qs = [p / 100.0 for p in BOX_PERCENTILES]
+            values = quantiles_from_buckets(table.grid[present], pooled, qs)
+            rows.append([str(page), int(pooled.sum()), *values])
     return pd.DataFrame(rows, columns=columns)
+
+
+class _PageBuckets(NamedTuple):
+    """A latency histogram's rows and counts pooled per page and bucket."""
+
+    pages: list[Any]  # the page names, in the order groupby("page", sort=True) gives them
+    grid: np.ndarray  # the buckets in use, ascending
+    seen: np.ndarray  # (pages + 1) x grid: the rows kept (the last line: rows without a page)
+    counts: np.ndarray  # (pages + 1) x grid: their counts summed (int64)
+
+
+def _page_buckets(
+    histogram: pd.DataFrame, *, since: float | None = None, positive: bool = False
+) -> _PageBuckets:
+    """Return a latency histogram's rows and counts pooled per page and bucket.
+
+    Only the rows with ``start >= since`` (when given) and, when ``positive``, a response
+    above zero (not the zero bucket) count. Two passes over the columns, a block of rows at a
+    time, instead of filtering, grouping and sorting the frame: the result's size is the
+    number of pages times the buckets in use, the temporaries a block's, whatever the rows.
+    """
+    if histogram.empty:
+        none = np.zeros((1, 0), dtype=np.int64)
+        return _PageBuckets([], np.zeros(0, dtype=np.int64), none, none)
+    page = histogram["page"]
+    if isinstance(page.dtype, pd.CategoricalDtype):
+        codes, pages = page.cat.codes.to_numpy(), list(page.cat.categories)
+    else:
+        codes, uniques = pd.factorize(page, sort=True)
+        pages = list(uniques)
+    buckets = histogram["bucket"].to_numpy()
+    counts = histogram["count"].to_numpy()
+    starts = histogram["start"].to_numpy(dtype=float)
+    lowest = int(buckets.min())
+    used = np.zeros(int(buckets.max()) - lowest + 1, dtype=bool)
+    for block in _blocks(buckets.size):
+        used[buckets[block].astype(np.int64) - lowest] = True
+    grid = np.flatnonzero(used) + lowest
+    column = np.cumsum(used) - 1  # bucket - lowest -> its column in the grid
+    cells = (len(pages) + 1) * grid.size
+    seen = np.zeros(cells, dtype=np.int64)
+    pooled = np.zeros(cells, dtype=np.int64)
+    for block in _blocks(buckets.size):
+        bucket = buckets[block].astype(np.int64)
+        line = codes[block].astype(np.int64)
+        line[line < 0] = len(pages)  # a missing page: pooled overall, in no page
+        cell = line * grid.size + column[bucket - lowest]
+        keep = np.ones(cell.size, dtype=bool)
+        if since is not None:
+            keep &= starts[block] >= since
+        if positive:
+            keep &= bucket > ZERO_BUCKET
+        cell, weights = cell[keep], counts[block][keep]
+        seen += np.bincount(cell, minlength=cells)
+        pooled += np.bincount(cell, weights=weights, minlength=cells).astype(np.int64)
+    shape = (len(pages) + 1, grid.size)
+    return _PageBuckets(pages, grid, seen.reshape(shape), pooled.reshape(shape))
+
+
+def _blocks(size: int) -> Iterator[slice]:
+    """Yield slices of at most ``_BLOCK_ROWS`` rows that cover ``range(size)`` in order."""
+    return (slice(lo, lo + _BLOCK_ROWS) for lo in range(0, size, _BLOCK_ROWS))
 
 
 def cache_series(requests: pd.DataFrame, interval: float) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -118,6 +118,18 @@ _BUCKET_SPAN = 4096  # bucket offsets (bucket - ZERO_BUCKET) are below this for 
 _OUTCOME_SPAN = 1 << 16
 _OPEN_INTERVALS = 2  # intervals kept in the buffer: the latest and the one before it
 _SINK: deque[None] = deque(maxlen=0)  # consumes an iterator in C, keeping nothing
+_COUNT_FIELDS = ("requests", "db_queries", "cache_hits", "cache_misses")  # int64 in request_stats
+_BATCH_ROWS = 1 << 13  # histogram rows that frames() sums and sorts at a time (about 8k)
+
+
+class _Chunk(NamedTuple):
+    """One folded buffer: the requests of interval ``k`` that arrived while it was open."""
+
+    k: int
+    stats: np.ndarray  # one row per page, ascending code: (page code, *_STATS_FIELDS)
+    histogram: np.ndarray  # 2 x n: ascending keys (code * _BUCKET_SPAN + offset), counts
+    outcome_keys: np.ndarray  # ascending (code * _OUTCOME_SPAN + outcome code)
+    outcome_counts: np.ndarray
 
 
 class Table:
@@ -191,7 +203,7 @@ class RequestAggregates:
         """Length of an interval in seconds (intervals start at 0)."""
         self._buffers: dict[int, array[float]] = {}
         self._latest = -1
-        self._chunks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._chunks: list[_Chunk] = []
         self._page_codes: dict[str, int] = {}
         self._pages: list[str] = []
         self._outcome_codes: dict[str, int] = {}
@@ -296,7 +308,7 @@ class RequestAggregates:
             pages * _OUTCOME_SPAN + data[:, _OUTCOME].astype(np.int64), return_counts=True
         )
         self._chunks.append(
-            (
+            _Chunk(
                 k,
                 stats,
                 np.stack([keys, counts]).astype(np.int64 if counts.max() >= 2**31 else np.int32),
@@ -337,66 +349,32 @@ class RequestAggregates:
         interval start, then page name (then bucket or outcome).
         """
         self._fold_all()
-        pages = pd.Index(self._pages)
-        categories = pd.CategoricalDtype(sorted(self._pages))
-        interval = self.interval
-
-        def page_column(codes: np.ndarray) -> pd.Categorical:
-            return pd.Categorical(pages[codes.astype(np.int64)], dtype=categories)
-
-        if self._chunks:
-            ks = np.concatenate([np.full(c[1].shape[0], c[0]) for c in self._chunks])
-            stats = np.concatenate([c[1] for c in self._chunks])
-            hist_ks = np.concatenate([np.full(c[2].shape[1], c[0]) for c in self._chunks])
-            hist = np.concatenate([c[2] for c in self._chunks], axis=1).astype(np.int64)
-            out_ks = np.concatenate([np.full(c[3].size, c[0]) for c in self._chunks])
-            out_keys = np.concatenate([c[3] for c in self._chunks])
-            out_counts = np.concatenate([c[4] for c in self._chunks])
-        else:
-            ks = hist_ks = out_ks = out_keys = out_counts = np.zeros(0, dtype=np.int64)
-            stats = np.zeros((0, 2 + len(_SUMMED) + 1))
-            hist = np.zeros((2, 0), dtype=np.int64)
-
-        raw = pd.DataFrame(stats[:, 1:], columns=list(_STATS_FIELDS))
-        raw["k"] = ks.astype(np.int64)
-        raw["code"] = stats[:, 0].astype(np.int64)
-        sums = {name: "sum" for name in raw.columns if name not in ("k", "code", "response_max")}
-        grouped = raw.groupby(["k", "code"], sort=True).agg({**sums, "response_max": "max"})
-        grouped = grouped.reset_index()
-        for name in ("requests", "db_queries", "cache_hits", "cache_misses"):
-            grouped[name] = grouped[name].round().astype(np.int64)
-        grouped["start"] = grouped["k"].to_numpy(dtype=float) * interval
-        grouped["page"] = page_column(grouped["code"].to_numpy())
-        request_stats = (
-            grouped.sort_values(["start", "page"], kind="stable")
-            .reset_index(drop=True)
-            .loc[:, list(REQUEST_STATS_COLUMNS)]
+        # Over a long run the histogram has hundreds of thousands of rows, and summing and
+        # sorting it whole would hold several full-length copies at once. Intervals are summed
+        # and sorted a batch at a time instead, each batch written into columns allocated
+        # once in their final dtypes: the temporaries stay the size of a batch.
+        batches = self._batches()
+        layout = _PageLayout(self._pages)
+        request_stats = self._request_stats(batches, layout)
+        start, page, offset, count = self._keyed_counts(
+            batches, _histogram_part, _BUCKET_SPAN, layout
         )
-
-        # The two biggest frames are summed and ordered in numpy (by interval, page name, then
-        # bucket or outcome name), and their page columns built from codes: over a long run
-        # they have hundreds of thousands of rows, and pandas' groupby and sort would each
-        # hold several copies of them at once.
-        page_rank = _ranks(self._pages)
-        ks_, ranks, offsets, counts = _tally(hist_ks, hist[0], hist[1], _BUCKET_SPAN, page_rank)
+        offset += ZERO_BUCKET  # in place: the offsets become the bucket indices
+        # copy=False: pandas would otherwise copy each column of a dict into the frame.
         latency_histogram = pd.DataFrame(
-            {
-                "start": ks_.astype(float) * interval,
-                "page": pd.Categorical.from_codes(ranks, dtype=categories),
-                "bucket": (offsets + ZERO_BUCKET).astype(np.int16),
-                "count": counts,
-            }
+            {"start": start, "page": layout.column(page), "bucket": offset, "count": count},
+            copy=False,
         )
         outcome_names = sorted(self._outcomes)
-        ks_, ranks, outcome_ranks, counts = _tally(
-            out_ks, out_keys, out_counts, _OUTCOME_SPAN, page_rank, _ranks(self._outcomes)
+        start, page, outcome, count = self._keyed_counts(
+            batches, _outcome_part, _OUTCOME_SPAN, layout, _ranks(self._outcomes)
         )
         request_outcomes = pd.DataFrame(
             {
-                "start": ks_.astype(float) * interval,
-                "page": pd.Categorical.from_codes(ranks, dtype=categories),
-                "outcome": [outcome_names[int(r)] for r in outcome_ranks],
-                "count": counts,
+                "start": start,
+                "page": layout.column(page),
+                "outcome": [outcome_names[r] for r in outcome.tolist()],
+                "count": count,
             }
         )
         page_sessions = pd.DataFrame(
@@ -411,6 +389,140 @@ class RequestAggregates:
             "request_outcomes": request_outcomes,
             "page_sessions": page_sessions,
         }
+
+    def _batches(self) -> list[list[_Chunk]]:
+        """Return the chunks in batches of whole intervals, ascending, in fold order within.
+
+        A batch ends once it holds ``_BATCH_ROWS`` histogram rows. Every chunk of an interval
+        (there are several when late requests reopened it after it was folded) is in the same
+        batch, so a batch sums and sorts on its own and the batches' rows, one after the
+        other, are in order.
+        """
+        by_interval: dict[int, list[_Chunk]] = {}
+        for chunk in self._chunks:
+            by_interval.setdefault(chunk.k, []).append(chunk)
+        batches: list[list[_Chunk]] = []
+        rows = _BATCH_ROWS
+        for _, chunks in sorted(by_interval.items()):
+            if rows >= _BATCH_ROWS:
+                batches.append([])
+                rows = 0
+            batches[-1].extend(chunks)
+            rows += sum(chunk.histogram.shape[1] for chunk in chunks)
+        return batches
+
+    def _request_stats(self, batches: list[list[_Chunk]], layout: _PageLayout) -> pd.DataFrame:
+        """Return ``request_stats``: one row per interval and page, sorted by start and name."""
+        # When late requests reopened an interval, a page can have rows in several of its
+        # chunks. pandas' groupby sums them either by compensated summation or, when every row
+        # comes sorted, by reduceat: the sums stay exactly what they always were only if it
+        # sees every chunk at once, in fold order. That is rare, and the stats are small.
+        reopened = len(self._chunks) > len({chunk.k for chunk in self._chunks})
+        groups = [self._chunks] if reopened else batches
+        bound = sum(chunk.stats.shape[0] for chunks in groups for chunk in chunks)
+        start = np.empty(bound)
+        page = np.empty(bound, dtype=layout.codes_dtype)
+        fields = {
+            name: np.empty(bound, dtype=np.int64 if name in _COUNT_FIELDS else float)
+            for name in _STATS_FIELDS
+        }
+        end = 0
+        for chunks in groups:
+            k, stats = _summed_stats(chunks)
+            ranks = layout.rank[stats[:, 0].astype(np.int64)]
+            order = np.lexsort((ranks, k))
+            begin, end = end, end + order.size
+            start[begin:end] = k[order] * self.interval
+            page[begin:end] = ranks[order]
+            for i, (name, column) in enumerate(fields.items(), start=1):
+                values = stats[order, i]
+                column[begin:end] = (
+                    np.round(values).astype(np.int64) if name in _COUNT_FIELDS else values
+                )
+        # Shorter than the bound only when a reopened interval had a page in two chunks.
+        columns = {"start": start[:end], "page": layout.column(page[:end])}
+        columns.update((name, column[:end]) for name, column in fields.items())
+        return pd.DataFrame({name: columns[name] for name in REQUEST_STATS_COLUMNS}, copy=False)
+
+    def _keyed_counts(
+        self,
+        batches: list[list[_Chunk]],
+        part: Callable[[_Chunk], tuple[np.ndarray, np.ndarray]],
+        span: int,
+        layout: _PageLayout,
+        minor_rank: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return the (start, page code, minor, count) columns of one kind of keyed counts.
+
+        ``part`` picks a chunk's keys (``code * span + minor``) and counts; each batch is
+        summed and sorted by :func:`_tally`. The minor column holds int16 offsets when there
+        is no ``minor_rank``, else int64 ranks.
+        """
+        bound = sum(part(chunk)[0].size for batch in batches for chunk in batch)
+        start = np.empty(bound)
+        page = np.empty(bound, dtype=layout.codes_dtype)
+        minor = np.empty(bound, dtype=np.int16 if minor_rank is None else np.int64)
+        count = np.empty(bound, dtype=np.int64)
+        end = 0
+        for batch in batches:
+            ks = np.concatenate([np.full(part(c)[0].size, c.k, dtype=np.int64) for c in batch])
+            keys = np.concatenate([part(chunk)[0] for chunk in batch])
+            counts = np.concatenate([part(chunk)[1] for chunk in batch])
+            k, majors, minors, summed = _tally(ks, keys, counts, span, layout.rank, minor_rank)
+            begin, end = end, end + summed.size
+            start[begin:end] = k * self.interval
+            page[begin:end] = majors
+            minor[begin:end] = minors
+            count[begin:end] = summed
+        # Shorter than the bound only when a reopened interval had a key in two chunks: the
+        # views keep those few unused rows rather than copying every column.
+        return start[:end], page[:end], minor[:end], count[:end]
+
+
+class _PageLayout:
+    """How page codes (order of first request) map to the page column (names sorted)."""
+
+    __slots__ = ("categories", "codes_dtype", "rank")
+
+    def __init__(self, pages: list[str]) -> None:
+        self.categories = pd.CategoricalDtype(sorted(pages))
+        self.rank = _ranks(pages)
+        # pandas keeps the codes in the smallest int type that fits: written in that type,
+        # from_codes takes them as they are instead of converting a full-length copy.
+        empty = pd.Categorical.from_codes(np.zeros(0, dtype=np.int64), dtype=self.categories)
+        self.codes_dtype = empty.codes.dtype
+
+    def column(self, codes: np.ndarray) -> pd.Categorical:
+        """Return the page column of these codes (ranks of the names, in ``codes_dtype``)."""
+        return pd.Categorical.from_codes(codes, dtype=self.categories)
+
+
+# A chunk's keys and counts of one kind, for RequestAggregates._keyed_counts.
+def _histogram_part(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
+    return chunk.histogram[0], chunk.histogram[1]
+
+
+def _outcome_part(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
+    return chunk.outcome_keys, chunk.outcome_counts
+
+
+def _summed_stats(chunks: list[_Chunk]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the chunks' intervals and stats rows, one row per interval and page code.
+
+    A chunk has one row per page already (a sum of one row is the row itself); chunks of the
+    same interval are summed (the max of ``response_max``) by pandas' groupby.
+    """
+    ks = np.concatenate([np.full(c.stats.shape[0], c.k, dtype=np.int64) for c in chunks])
+    stats = np.concatenate([chunk.stats for chunk in chunks])
+    if len({chunk.k for chunk in chunks}) == len(chunks):
+        return ks, stats
+    raw = pd.DataFrame(stats[:, 1:], columns=list(_STATS_FIELDS))
+    raw["k"] = ks
+    raw["code"] = stats[:, 0].astype(np.int64)
+    how = {name: "max" if name == "response_max" else "sum" for name in _STATS_FIELDS}
+    summed = raw.groupby(["k", "code"], sort=True).agg(how)
+    codes = summed.index.get_level_values("code").to_numpy(dtype=float)
+    return summed.index.get_level_values("k").to_numpy(), np.column_stack([codes, summed])
 
 
 def _ranks(names: list[str]) -> np.ndarray:
