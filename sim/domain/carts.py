@@ -14,8 +14,7 @@ share of one line (:meth:`LinePrice.refund_for`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 from sim.domain.coupons import Coupon
 from sim.domain.errors import (
@@ -35,6 +34,7 @@ from sim.domain.events import (
     events_field,
 )
 from sim.domain.money import BASIS_POINTS, Money, round_div
+from sim.domain.snapshots import ShallowCopied
 
 MAX_LINE_QUANTITY = 50
 """At most this many units of one SKU per cart line (Saleor's checkout limit)."""
@@ -44,7 +44,7 @@ _ZERO = Money(0)
 
 # --- the cart ---------------------------------------------------------------------------------
 @dataclass(slots=True)
-class Cart(EventSource):
+class Cart(ShallowCopied, EventSource):
     """A user's persistent cart: SKU -> quantity in insertion order, plus coupon codes.
 
     Any change, and :meth:`touch` (the user viewed it), recovers a cart that
@@ -60,16 +60,6 @@ class Cart(EventSource):
     abandoned_count: int = 0
     recovered_count: int = 0
     events: list[DomainEvent] = events_field()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Cart:
-        """Copy cheaply for the unit of work's snapshot: only the containers are mutable."""
-        # Keep in step with the fields: every mutable container must be copied here.
-        return replace(
-            self,
-            lines=dict(self.lines),
-            coupon_codes=list(self.coupon_codes),
-            events=list(self.events),
-        )
 
     @classmethod
     def create(cls, user_id: str, now: float) -> Cart:

@@ -39,6 +39,7 @@ from sim.domain.events import (
     events_field,
 )
 from sim.domain.money import Money
+from sim.domain.snapshots import ShallowCopied
 
 
 # --- categories ------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def check_parent(
 
 
 @dataclass(slots=True)
-class Category(EventSource):
+class Category(ShallowCopied, EventSource):
     """A node of the category tree (``parent_id`` None: a top-level category)."""
 
     id: str
@@ -154,7 +155,7 @@ def _check_category(sku: str, category_id: str) -> str:
 
 
 @dataclass(slots=True)
-class Product(EventSource):
+class Product(ShallowCopied, EventSource):
     """A product for sale: name, description, category, price and owner (None: the shop)."""
 
     sku: str
@@ -197,22 +198,6 @@ class Product(EventSource):
         )
         product.record(ProductCreated(at=now, sku=sku))
         return product
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Product:
-        """Copy cheaply for the unit of work's snapshot: only the events list is mutable."""
-        # Keep in step with the fields: every field but ``events`` holds an immutable value.
-        return Product(
-            self.sku,
-            self.name,
-            self.description,
-            self.category_id,
-            self.price,
-            self.merchant_id,
-            self.created_at,
-            self.updated_at,
-            self.deleted_at,
-            list(self.events),
-        )
 
     def update(
         self,

@@ -34,6 +34,7 @@ from sim.domain.errors import (
 )
 from sim.domain.events import CouponRedeemed, DomainEvent, EventSource, events_field
 from sim.domain.money import BASIS_POINTS, DEFAULT_CURRENCY, Money, round_div
+from sim.domain.snapshots import ShallowCopied
 
 PERCENT = "percent"
 """Kind of a coupon that takes basis points of the eligible subtotal off."""
@@ -64,7 +65,7 @@ def _money(minor: int, currency: str) -> str:
 
 
 @dataclass(slots=True)
-class Coupon(EventSource):
+class Coupon(ShallowCopied, EventSource):
     """A voucher code with its rules and its usage counters (aggregate keyed by ``code``).
 
     Build one with :meth:`create`; the constructor validates the definition as well.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sim.domain.errors import (
     InvalidQuantity,
@@ -45,6 +44,7 @@ from sim.domain.events import (
     StockReserved,
     events_field,
 )
+from sim.domain.snapshots import ShallowCopied
 
 MAX_PER_LINE = 50
 """Most units of one SKU a single reservation line may hold (Saleor's checkout limit)."""
@@ -85,7 +85,7 @@ def _bad_quantity(sku: str, qty: object) -> InvalidQuantity:
 
 
 @dataclass(slots=True)
-class StockItem(EventSource):
+class StockItem(ShallowCopied, EventSource):
     """The stock of one SKU: on hand, reserved, and the counters that conserve units.
 
     Build it as ``StockItem("SKU-7", initial=120)``; every other counter starts from
@@ -100,15 +100,6 @@ class StockItem(EventSource):
     returned: int = field(default=0, init=False)
     sold: int = field(default=0, init=False)
     events: list[DomainEvent] = events_field()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> StockItem:
-        """Copy cheaply for the unit of work's snapshot: counters are ints, events a list."""
-        # Keep in step with the fields: every field is copied here, the events list anew.
-        item = StockItem.__new__(StockItem)
-        item.sku, item.initial, item.on_hand = self.sku, self.initial, self.on_hand
-        item.reserved, item.received, item.returned = self.reserved, self.received, self.returned
-        item.sold, item.events = self.sold, list(self.events)
-        return item
 
     def __post_init__(self) -> None:
         """Reject a negative or non-integer initial stock; put it all on hand."""
@@ -211,7 +202,7 @@ class StockItem(EventSource):
 
 
 @dataclass(slots=True)
-class Reservation(EventSource):
+class Reservation(ShallowCopied, EventSource):
     """Units of several SKUs held for one order until committed, released or expired.
 
     ``lines`` are ``(sku, qty)`` pairs sorted by SKU. The stock items record the events

@@ -34,6 +34,7 @@ from sim.domain.events import (
     events_field,
 )
 from sim.domain.money import Money
+from sim.domain.snapshots import ShallowCopied
 
 
 class OrderStatus(str, Enum):
@@ -139,7 +140,7 @@ class OrderLine:
 
 
 @dataclass(slots=True)
-class Order(EventSource):
+class Order(ShallowCopied, EventSource):
     """An order: snapshotted lines and totals, its lifecycle state, returns and refunds.
 
     Create it with :meth:`place`; change it only through the transition methods.
@@ -405,7 +406,7 @@ class Order(EventSource):
 
 
 @dataclass(slots=True)
-class CustomerHistory:
+class CustomerHistory(ShallowCopied):
     """One customer's orders and recent payment attempts (store key: ``user_id``).
 
     It answers "my orders" without a scan of every order, and gives the fraud rules the

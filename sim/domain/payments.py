@@ -51,6 +51,7 @@ from sim.domain.events import (
     events_field,
 )
 from sim.domain.money import Money
+from sim.domain.snapshots import ShallowCopied
 
 
 # --- payment methods ------------------------------------------------------------------------
@@ -449,7 +450,7 @@ def check_idempotency_key(key: str) -> None:
 
 
 @dataclass(slots=True)
-class Payment(EventSource):
+class Payment(ShallowCopied, EventSource):
     """One payment for one order through one gateway, with its attempts and refunds.
 
     ``attempts`` counts the gateway's answers to the authorisation request (authorised,
@@ -606,7 +607,7 @@ def request_fingerprint(order_id: str, amount: Money, method_fingerprint: str) -
 
 
 @dataclass(slots=True)
-class IdempotencyRecord:
+class IdempotencyRecord(ShallowCopied):
     """The first outcome of a request, kept under its idempotency key (store key: ``key``).
 
     ``outcome`` is what a repeat of the request replays (``"captured"``, ``"declined"``,

@@ -12,9 +12,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
@@ -38,6 +37,7 @@ from sim.domain.events import (
     UserRoleChanged,
     events_field,
 )
+from sim.domain.snapshots import ShallowCopied
 
 
 # --- roles and permissions -----------------------------------------------------------------
@@ -259,7 +259,7 @@ class EmailClaim:
 
 
 @dataclass(slots=True)
-class User(EventSource):
+class User(ShallowCopied, EventSource):
     """A user account: identity, role, password hash and the failed-login lockout state."""
 
     id: str
@@ -344,7 +344,7 @@ def token_hint(token: str) -> str:
 
 
 @dataclass(slots=True, repr=False)
-class Session(EventSource):
+class Session(ShallowCopied, EventSource):
     """A logged-in session: valid until it ends or sits idle past its sliding expiry."""
 
     token: str
@@ -413,41 +413,37 @@ RECENT_ACTIVITY_LIMIT = 200
 """Recent activities kept per user; older ones survive only in the counts."""
 
 
-def _recent() -> deque[tuple[float, ActivityKind, str]]:
-    return deque(maxlen=RECENT_ACTIVITY_LIMIT)
-
-
 @dataclass(slots=True)
-class ActivityLog:
+class ActivityLog(ShallowCopied):
     """One user's activity: counts per kind, first and last time seen, the latest entries.
 
-    Memory is bounded: counts and times are scalars and ``recent`` keeps at most
-    :data:`RECENT_ACTIVITY_LIMIT` ``(at, kind, ref)`` entries (or as many as :meth:`create`
-    was told). It records no domain events
-    (its ``record`` counts an activity), so it is not an EventSource.
+    Memory is bounded: counts and times are scalars and ``recent`` keeps at most ``keep``
+    ``(at, kind, ref)`` entries, oldest first (:data:`RECENT_ACTIVITY_LIMIT` unless
+    :meth:`create` was told otherwise). ``recent`` is a plain list trimmed from the front: a
+    shop holds one log per customer, and an empty list costs a tenth of an empty bounded
+    deque. It records no domain events (its ``record`` counts an activity), so it is not an
+    EventSource.
     """
 
     user_id: str
     counts: dict[ActivityKind, int] = field(default_factory=dict)
     first_seen: float | None = None
     last_seen: float | None = None
-    recent: deque[tuple[float, ActivityKind, str]] = field(default_factory=_recent, repr=False)
+    recent: list[tuple[float, ActivityKind, str]] = field(default_factory=list, repr=False)
+    keep: int = RECENT_ACTIVITY_LIMIT
+
+    def __post_init__(self) -> None:
+        """Reject a ``keep`` that is not an integer >= 0; trim ``recent`` to it."""
+        keep = self.keep
+        if type(keep) is not int or keep < 0:
+            raise InvalidValue(f"entries kept must be an integer >= 0, got {keep!r}")
+        if len(self.recent) > keep:
+            del self.recent[: len(self.recent) - keep]
 
     @classmethod
     def create(cls, user_id: str, keep: int = RECENT_ACTIVITY_LIMIT) -> ActivityLog:
         """Return an empty log that keeps the ``keep`` latest entries (0: counts only)."""
-        if type(keep) is not int or keep < 0:
-            raise InvalidValue(f"entries kept must be an integer >= 0, got {keep!r}")
-        return cls(user_id, recent=deque(maxlen=keep))
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> ActivityLog:
-        """Copy cheaply: the entries are immutable tuples, so copying the containers suffices."""
-        # Keep in step with the fields: every mutable container must be copied here.
-        return replace(
-            self,
-            counts=dict(self.counts),
-            recent=deque(self.recent, maxlen=self.recent.maxlen),
-        )
+        return cls(user_id, keep=keep)
 
     def record(self, kind: ActivityKind | str, ref: str, now: float) -> None:
         """Count one activity of ``kind`` on ``ref`` (a SKU, a query, an order id) at ``now``."""
@@ -457,7 +453,11 @@ class ActivityLog:
             self.first_seen = now
         if self.last_seen is None or now > self.last_seen:
             self.last_seen = now
-        self.recent.append((now, kind, ref))
+        if self.keep:
+            recent = self.recent
+            recent.append((now, kind, ref))
+            if len(recent) > self.keep:
+                del recent[0]  # at most ``keep`` entries move: cheap for the few kept
 
     def count(self, kind: ActivityKind | str) -> int:
         """Return how many activities of ``kind`` were recorded."""

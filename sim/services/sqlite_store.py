@@ -7,12 +7,12 @@ where the aggregates live:
 
 - **Rows.** One table per repository, the aggregate's key as PRIMARY KEY and the aggregate
   pickled in a BLOB (its pending events left out). Blobs are read back by a restricted
-  unpickler that admits only classes defined in ``sim.domain`` (and ``collections.deque``,
-  the outbox's ``Notification``),
-  so a hostile database file cannot run code (:class:`UnsafeData`). Columns exist where a
-  rule needs them: the stock table keeps ``on_hand`` / ``reserved`` / ``available`` with
-  ``CHECK (available >= 0)``; orders, payments, reservations and the ledger refer to each
-  other by FOREIGN KEY (checked at commit: ``DEFERRABLE INITIALLY DEFERRED``).
+  unpickler that admits only classes defined in ``sim.domain`` (and the outbox's
+  ``Notification``), so a hostile database file cannot run code (:class:`UnsafeData`).
+  Columns exist where a rule needs them: the stock table keeps ``on_hand`` / ``reserved`` /
+  ``available`` with ``CHECK (available >= 0)``; orders, payments, reservations and the
+  ledger refer to each other by FOREIGN KEY (checked at commit: ``DEFERRABLE INITIALLY
+  DEFERRED``).
 - **Transactions.** ``with uow:`` runs ``BEGIN IMMEDIATE``: the block holds the database's
   one write lock from its first statement, so transactions on several connections are
   serialised and none reads a row another is about to change (no lost update, and no
@@ -50,7 +50,6 @@ import pickle
 import re
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
@@ -67,8 +66,12 @@ R = TypeVar("R")
 APPLICATION = "ecommerce-sim"
 """What the ``meta`` table of a store says it is."""
 
-SCHEMA_VERSION = 1
-"""The layout of the tables this module reads and writes; another version is refused."""
+SCHEMA_VERSION = 2
+"""The layout of the tables and blobs this module reads and writes; another version is refused.
+
+Version 2: an activity log keeps its recent entries in a list with a ``keep`` bound (version 1
+pickled a bounded deque).
+"""
 
 MEMORY = ":memory:"
 """The path of a private in-memory SQLite database (gone when the connection closes)."""
@@ -148,7 +151,7 @@ _SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS notifications (pos INTEGER PRIMARY KEY, data BLOB NOT NULL,"
     " user_id TEXT, order_id TEXT)",
 )
-"""Every table of a store (SCHEMA_VERSION 1)."""
+"""Every table of a store (the same in schema versions 1 and 2)."""
 
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "stock": ("on_hand", "reserved", "available"),
@@ -178,7 +181,7 @@ def _extractor(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 # --- the blobs ------------------------------------------------------------------------------
 
 _DOMAIN_MODULE = re.compile(r"sim\.domain(\.[a-z_][a-z0-9_]*)?")
-_ADMITTED: dict[tuple[str, str], type] = {("collections", "deque"): deque}
+_ADMITTED: dict[tuple[str, str], type] = {}
 """Globals a blob may name, resolved (domain classes are added on first use)."""
 _SERVICE_VALUES = frozenset({("sim.services.subscribers", "Notification")})
 """Value classes of the service layer kept in the store (the notification outbox)."""
@@ -190,7 +193,7 @@ class _DomainUnpickler(pickle.Unpickler):
     The pattern of the Python documentation ("Restricting Globals"): every global a pickle
     names goes through :meth:`find_class`, so refusing all but data classes leaves a hostile
     blob no function to call. Admitted: classes defined in ``sim.domain``, the outbox's
-    ``Notification``, ``collections.deque`` and the ``trusted`` classes of the store.
+    ``Notification`` and the ``trusted`` classes of the store.
     """
 
     def __init__(self, data: bytes, trusted: dict[tuple[str, str], type]) -> None:

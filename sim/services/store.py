@@ -29,6 +29,17 @@ _ABSENT: Any = object()
 _RANK = attrgetter("_rank")
 
 
+def _snapshot(item: T) -> T:
+    """Return a copy of ``item`` to restore on rollback: a deep copy.
+
+    An aggregate that defines ``__deepcopy__`` (the shop's do, through
+    :class:`~sim.domain.snapshots.ShallowCopied`) is asked directly: ``copy.deepcopy``'s memo
+    and bookkeeping would cost more than the copy itself.
+    """
+    own = getattr(type(item), "__deepcopy__", None)
+    return own(item, {}) if own is not None else copy.deepcopy(item)
+
+
 class _Transaction:
     """What the parts of one unit of work share: is a transaction open, which parts joined it.
 
@@ -128,7 +139,7 @@ class Repository(Generic[T]):
             undo = self._undo
             assert undo is not None
         if key not in undo:
-            undo[key] = copy.deepcopy(item)
+            undo[key] = _snapshot(item)
             self._seen.append(item)
 
     def _join(self) -> None:

@@ -526,13 +526,18 @@ def test_an_activity_log_can_keep_fewer_entries_or_counts_only():
         (3.0, ActivityKind.VIEWED, "SKU-3"),
         (4.0, ActivityKind.VIEWED, "SKU-4"),
     ]
-    assert copy.deepcopy(short).recent.maxlen == 2
+    assert copy.deepcopy(short).keep == 2
     assert (short.count("viewed"), counts_only.count("searched")) == (5, 5)
     assert list(counts_only.recent) == [] and counts_only.last_seen == 4.0
-    assert ActivityLog.create("user-3").recent.maxlen == RECENT_ACTIVITY_LIMIT
+    assert ActivityLog.create("user-3").keep == RECENT_ACTIVITY_LIMIT
     for bad in (-1, 2.0, True):
         with pytest.raises(InvalidValue, match=r"entries kept must be an integer >= 0"):
             ActivityLog.create("user-4", keep=bad)
+        with pytest.raises(InvalidValue, match=r"entries kept must be an integer >= 0"):
+            ActivityLog("user-4", keep=bad)
+    entries = [(float(i), ActivityKind.VIEWED, f"SKU-{i}") for i in range(5)]
+    assert ActivityLog("user-5", recent=list(entries), keep=2).recent == entries[3:]
+    assert ActivityLog("user-5", recent=list(entries), keep=0).recent == []
 
 
 def test_activity_log_deepcopy_is_independent_and_stays_bounded():
@@ -540,7 +545,7 @@ def test_activity_log_deepcopy_is_independent_and_stays_bounded():
     log.record(ActivityKind.VIEWED, "SKU-1", 1.0)
     clone = copy.deepcopy(log)
     assert clone == log
-    assert clone.recent.maxlen == RECENT_ACTIVITY_LIMIT
+    assert clone.keep == RECENT_ACTIVITY_LIMIT and clone.recent is not log.recent
     clone.record(ActivityKind.PURCHASED, "order-1", 2.0)
     assert log.count(ActivityKind.PURCHASED) == 0
     assert len(log.recent) == 1

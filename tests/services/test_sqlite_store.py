@@ -543,7 +543,7 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("schema_version", "2", "store of schema version 2, this code reads version 1"),
+        ("schema_version", "1", "store of schema version 1, this code reads version 2"),
         ("application", "other-app", "its meta table says application 'other-app'"),
     ],
 )
