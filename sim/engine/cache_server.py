@@ -13,19 +13,30 @@ from sim.domain.cache import MISS
 if TYPE_CHECKING:
     from sim.engine.world import World
 
-# Both functions run once or more per page, so they use the station inline (exactly what
-# ``stations.visit`` does) rather than through one more generator.
+# These run several times per page, so they use the stations inline (exactly what
+# ``stations.visit`` does) rather than through one more generator per visit, and a page's
+# look-ups or queries run in one generator, not one each.
 
 
 def query(world: World, rng: np.random.Generator) -> Generator[simpy.Event, Any, float]:
     """Run one database query on a pooled connection; return the time spent waiting."""
-    env = world.env
-    service = world.scenario.stations.database.query.sample(rng) * world.db_factor
-    with world.database.request() as request:
-        yield request
-        wait = env.now - request.arrived
-        yield env.timeout(service)
-    return wait
+    return (yield from queries(world, 1, rng))
+
+
+def queries(
+    world: World, count: int, rng: np.random.Generator
+) -> Generator[simpy.Event, Any, float]:
+    """Run ``count`` database queries one after another; return their total time waiting."""
+    env, database = world.env, world.database
+    sample = world.scenario.stations.database.query.sample
+    waited = 0.0
+    for _ in range(count):
+        service = sample(rng) * world.db_factor
+        with database.request() as request:
+            yield request
+            waited += env.now - request.arrived
+            yield env.timeout(service)
+    return waited
 
 
 def lookup(
@@ -35,17 +46,39 @@ def lookup(
 
     Returns (hit, cache wait, database wait).
     """
-    env = world.env
-    service = world.scenario.stations.cache.service.sample(rng) * world.cache_factor
-    with world.cache_station.request() as request:
-        yield request
-        cache_wait = env.now - request.arrived
-        yield env.timeout(service)
-    if world.cache_down:
-        db_wait = yield from query(world, rng)  # degraded: served from the database
-        return False, cache_wait, db_wait
-    if world.cache.get(key, env.now) is not MISS:
-        return True, cache_wait, 0.0
-    db_wait = yield from query(world, rng)
-    world.cache.put(key, True, env.now)
-    return False, cache_wait, db_wait
+    hits, _, cache_wait, db_wait = yield from lookups(world, [key], 1, rng)
+    return hits == 1, cache_wait, db_wait
+
+
+def lookups(
+    world: World, keys: list[str], count: int, rng: np.random.Generator
+) -> Generator[simpy.Event, Any, tuple[int, int, float, float]]:
+    """Make ``count`` look-ups, cycling through ``keys``, each one as :func:`lookup` does.
+
+    A look-up holds a cache server for its service time; then, while the cache is down, the
+    database answers (a miss); otherwise a hit is done and a miss queries the database and
+    fills the cache. Returns (hits, misses, cache wait, database wait), the waits summed.
+    """
+    env, cache, station = world.env, world.cache, world.cache_station
+    sample = world.scenario.stations.cache.service.sample
+    hits = misses = 0
+    cache_wait = db_wait = 0.0
+    n = len(keys)
+    for i in range(count):
+        service = sample(rng) * world.cache_factor
+        with station.request() as request:
+            yield request
+            cache_wait += env.now - request.arrived
+            yield env.timeout(service)
+        if world.cache_down:  # degraded: served from the database
+            misses += 1
+            db_wait += yield from queries(world, 1, rng)
+            continue
+        key = keys[i % n]
+        if cache.get(key, env.now) is not MISS:
+            hits += 1
+            continue
+        misses += 1
+        db_wait += yield from queries(world, 1, rng)
+        cache.put(key, True, env.now)
+    return hits, misses, cache_wait, db_wait

@@ -152,22 +152,15 @@ def page(world: World, shopper: Shopper, state: str) -> Generator[simpy.Event, A
         service = world.scenario.stations.app.service.sample(rng) * demand.app * world.app_factor
         yield env.timeout(service)
         if action is not None:
-            yield from action(world, shopper)
-        lookups = demand.cache_lookups
-        if lookups:
-            if not keys:
-                keys = _page_key(state)
-            lookup, n = cache_server.lookup, len(keys)
-            for i in range(lookups):
-                hit, cw, dw = yield from lookup(world, keys[i % n], rng)
-                if hit:
-                    hits += 1
-                else:
-                    misses += 1
-                cache_wait += cw
-                db_wait += dw
-        for _ in range(demand.queries):
-            db_wait += yield from cache_server.query(world, rng)
+            waiting = action(world, shopper)  # a generator if the use case waits (to pay)
+            if waiting is not None:
+                yield from waiting
+        if demand.cache_lookups:
+            hits, misses, cache_wait, db_wait = yield from cache_server.lookups(
+                world, keys or _page_key(state), demand.cache_lookups, rng
+            )
+        if demand.queries:
+            db_wait += yield from cache_server.queries(world, demand.queries, rng)
     shopper.pages += 1
     world.recorder.requests.append(
         arrived,
@@ -187,7 +180,8 @@ def page(world: World, shopper: Shopper, state: str) -> Generator[simpy.Event, A
 
 
 # --- what each page does in the domain ---------------------------------------------------------
-Action = Callable[["World", Shopper], Generator[simpy.Event, Any, None]]
+Action = Callable[["World", Shopper], Generator[simpy.Event, Any, None] | None]
+"""A page's use case: a plain function, or a generator for one that waits in simulated time."""
 
 
 def _ensure_user(world: World, shopper: Shopper) -> str:
@@ -205,7 +199,7 @@ def _ensure_user(world: World, shopper: Shopper) -> str:
     return shopper.user_id
 
 
-def _product_detail(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
+def _product_detail(world: World, shopper: Shopper) -> None:
     rng = shopper.rng
     sku = None
     if shopper.last_sku is not None and rng.random() < world.recommendation_share:
@@ -220,20 +214,16 @@ def _product_detail(world: World, shopper: Shopper) -> Generator[simpy.Event, An
         accounts.record_activity(
             world.uow, shopper.user_id, ActivityKind.VIEWED, sku, world.env.now
         )
-    return
-    yield
 
 
-def _search_results(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
+def _search_results(world: World, shopper: Shopper) -> None:
     skus = world.search(shopper.rng)
     shopper.keys.extend(f"product:{sku}" for sku in skus)
     if skus:
         shopper.last_sku = skus[0]
-    return
-    yield
 
 
-def _shopping_cart(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
+def _shopping_cart(world: World, shopper: Shopper) -> None:
     user_id = _ensure_user(world, shopper)
     now = world.env.now
     if shopper.last_sku is not None:
@@ -245,11 +235,9 @@ def _shopping_cart(world: World, shopper: Shopper) -> Generator[simpy.Event, Any
         shopper.last_sku = None
     shopping.view_cart(world.uow, user_id, now)
     shopper.keys.append(f"cart:{user_id}")
-    return
-    yield
 
 
-def _customer_registration(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
+def _customer_registration(world: World, shopper: Shopper) -> None:
     if shopper.returning and not shopper.logged_in:
         email = world.population_emails[shopper.user_index]
         accounts.login(
@@ -263,11 +251,9 @@ def _customer_registration(world: World, shopper: Shopper) -> Generator[simpy.Ev
         shopper.logged_in = True
     else:
         _ensure_user(world, shopper)
-    return
-    yield
 
 
-def _buy_request(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
+def _buy_request(world: World, shopper: Shopper) -> None:
     user_id = _ensure_user(world, shopper)
     now = world.env.now
     for code, share in world.coupon_shares:
@@ -282,8 +268,6 @@ def _buy_request(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, 
     except CouponRejected:  # a code applied earlier has expired or been used up since
         _drop_coupons(world, user_id)
         shopper.outcome = "coupon_rejected"
-    return
-    yield
 
 
 def _drop_coupons(world: World, user_id: str) -> None:
@@ -320,19 +304,15 @@ def _buy_confirm(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, 
         world.env.process(warehouses.fulfil(world, order_id, user_id, shopper.rng))
 
 
-def _order_inquiry(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
+def _order_inquiry(world: World, shopper: Shopper) -> None:
     if shopper.user_id is not None:
         fulfilment.order_history(world.uow, shopper.user_id)
-    return
-    yield
 
 
-def _admin_confirm(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, None]:
+def _admin_confirm(world: World, shopper: Shopper) -> None:
     sku = world.pick_product(shopper.rng.random())
     world.admin_touch(sku)
     shopper.keys.append(f"product:{sku}")
-    return
-    yield
 
 
 ACTIONS: dict[str, Action] = {

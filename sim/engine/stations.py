@@ -50,7 +50,12 @@ class StationRequest(Request):
     """A ``simpy`` request that tells its :class:`Station` when it arrives or gives up."""
 
     def __init__(self, resource: Station) -> None:
-        self.arrived: float = resource._on_arrival()
+        # The station counts the arrival here, inline: this runs for every visit to every station.
+        now = resource._env.now
+        if now != resource._last:
+            resource._advance(now)
+        resource._arrivals += 1
+        self.arrived: float = now
         """Simulated time at which the request joined the station."""
         super().__init__(resource)
         waiting = len(resource.put_queue)
@@ -237,13 +242,6 @@ class Station(Resource):
             self._last = self._start = edge
             self._index += 1
             self._edge = self._origin + (self._index + 1) * self._step
-
-    def _on_arrival(self) -> float:
-        now = self._env.now
-        if now != self._last:
-            self._advance(now)
-        self._arrivals += 1
-        return now
 
     def _on_cancel(self) -> None:
         self._advance(self._env.now)

@@ -39,6 +39,9 @@ def fulfil(
     returned = rng.random() < spec.return_rate
     return_delay = spec.return_delay.sample(rng)
     partial = rng.random() < 0.5
+    # Every draw is made: let go of the session's generator, or each order in fulfilment
+    # (days, on a long run thousands at once) would keep one alive.
+    del rng
     outage = world.warehouse_outages.get(world.warehouse_names[index])
     if outage is not None:
         yield outage[1]  # the order waits in Processing until the warehouse is back

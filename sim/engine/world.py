@@ -246,25 +246,21 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
         role=Role.ADMIN,
         hasher=SIMULATION_HASHER,
     )
-    emails: list[str] = []
-    ids: list[str] = []
     # Faker makes a pool of names and domains; customers combine them (faker per customer
     # was most of the build time of a large population). The number keeps e-mails unique.
     names = [faker.user_name() for _ in range(min(sc.population.users, NAME_POOL))]
     domains = [faker.free_email_domain() for _ in range(DOMAIN_POOL)]
-    for i in range(sc.population.users):
-        email = f"{names[i * 7919 % len(names)]}.{i}@{domains[i * 31 % len(domains)]}"
-        emails.append(email)
-        ids.append(
-            accounts.register(
-                uow,
-                email,
-                password_for(email),
-                0.0,
-                hasher=SIMULATION_HASHER,
-                keep_recent=RECENT_ACTIVITY_KEPT,
-            )
-        )
+    emails = [
+        f"{names[i * 7919 % len(names)]}.{i}@{domains[i * 31 % len(domains)]}"
+        for i in range(sc.population.users)
+    ]
+    ids = accounts.register_many(
+        uow,
+        [(email, password_for(email)) for email in emails],
+        0.0,
+        hasher=SIMULATION_HASHER,
+        keep_recent=RECENT_ACTIVITY_KEPT,
+    )
 
     # --- the catalog: categories, products ranked by popularity, stock -----------------------
     index, recommender = CatalogIndex(), Recommender()

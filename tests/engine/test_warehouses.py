@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from sim.engine import warehouses
@@ -160,3 +162,17 @@ def test_a_warehouse_outage_holds_new_orders_in_processing_until_it_ends():
     faults = world.recorder.faults.frame()
     assert faults.values.tolist() == [["outage", "warehouses.east", 10.0, 110.0]]
     assert world.warehouse_outages == {}
+
+
+def test_an_order_in_fulfilment_holds_no_random_generator():
+    # Orders wait days to be delivered; each must not keep its session's generator alive.
+    world = world_of(tiny())
+    env = world.env
+    order_id, user_id = paid_order(world)
+    rng = np.random.default_rng(0)
+    process = env.process(warehouses.fulfil(world, order_id, user_id, rng))
+    env.run(until=PICK + SHIP / 2)  # picked, waiting to ship
+    assert process.is_alive
+    frame = process._generator.gi_frame
+    assert not any(isinstance(v, np.random.Generator) for v in frame.f_locals.values())
+    assert sys.getrefcount(rng) == 2  # this test's name and getrefcount's argument only

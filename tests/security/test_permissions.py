@@ -212,6 +212,7 @@ IN_MATRIX = {
 SYSTEM = {
     # no actor: account plumbing the user triggers with credentials or a token
     "accounts.register",
+    "accounts.register_many",  # register, for a batch (the simulated customer base)
     "accounts.login",
     "accounts.logout",
     "accounts.authenticate",

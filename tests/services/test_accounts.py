@@ -98,6 +98,47 @@ def test_register_rejections_leave_no_trace_and_no_id_gap():
     assert register(uow) == "user-000001"
 
 
+def test_register_many_registers_a_batch_in_one_transaction():
+    uow, seen = make_uow()
+    commits = []
+    original = uow.commit
+    uow.commit = lambda: (commits.append(1), original())[1]  # type: ignore[method-assign]
+    ids = accounts.register_many(
+        uow,
+        [(" Ann@Example.com ", PASSWORD), ("bob@example.com", "An0ther-passw0rd")],
+        5.0,
+        hasher=HASHER,
+        keep_recent=3,
+    )
+    assert ids == ["user-000001", "user-000002"] and commits == [1]
+    assert uow.users.get(ids[0]).email == "ann@example.com"
+    assert uow.emails.get("bob@example.com") == EmailClaim("bob@example.com", ids[1])
+    assert uow.activity.get(ids[1]) == ActivityLog(ids[1], keep=3)
+    assert seen == [
+        UserRegistered(at=5.0, user_id=ids[0], role="customer"),
+        UserRegistered(at=5.0, user_id=ids[1], role="customer"),
+    ]
+    assert accounts.register_many(uow, [], 6.0, hasher=HASHER) == []
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "message"),
+    [
+        ([("cy@example.com", PASSWORD), ("CY@example.com", PASSWORD)], DuplicateEmail, "cy@"),
+        ([("cy@example.com", PASSWORD), ("ann@example.com", PASSWORD)], DuplicateEmail, "ann@"),
+        ([("cy@example.com", PASSWORD), ("dee@example.com", "no digits")], WeakPassword, "digit"),
+        ([("cy@example.com", PASSWORD), ("dee-at-example.com", PASSWORD)], InvalidEmail, "dee-"),
+    ],
+)
+def test_register_many_is_all_or_none(batch, error, message):
+    uow, seen = make_uow()
+    register(uow)
+    with pytest.raises(error, match=message):
+        accounts.register_many(uow, batch, 1.0, hasher=HASHER)
+    assert (len(uow.users), len(uow.emails), len(uow.activity), len(seen)) == (1, 1, 1, 1)
+    assert "cy@example.com" not in uow.emails
+
+
 def test_register_does_not_scan_users(monkeypatch):
     uow, _ = make_uow()
     register(uow)
