@@ -8,8 +8,8 @@ monkeypatching). Every actor uses it the SimPy way, usually through :func:`visit
 which is exactly ``with station.request() as req: yield req; yield env.timeout(service_time)``
 and returns the time the request spent queueing.
 
-What the station tracks, updated at every change of state (arrival, start of service, release,
-cancellation of a waiting request, capacity change) in a handful of float operations:
+What the station tracks, in a handful of float operations per change of state (arrival, start
+of service, release, cancellation of a waiting request, capacity change):
 
 - counts: arrivals, starts of service, completions (releases), reneged (cancelled while waiting);
 - total wait (arrival to start of service) and total service (start of service to release);
@@ -17,6 +17,13 @@ cancellation of a waiting request, capacity change) in a handful of float operat
 - the maximum queue length;
 - a time series per interval of ``interval`` seconds: one row of seven numbers per interval, so
   memory grows with the number of intervals, never with the number of requests.
+
+The busy and queue integrals are kept per request, not per change of level: a request's wait is
+added when it starts (or gives up) and its service when it is released, each from the time up
+to which it was already counted (``StationRequest.counted``). Only an interval's end walks the
+requests present, to split their time at the boundary; in-progress time is added when a result
+is read. The integral of the servers in existence changes only with the capacity, or with a
+release while more servers are busy than the capacity allows (after a shrink).
 
 Capacity can change during a run (:meth:`Station.set_capacity`, e.g. a database pool that
 shrinks). Shrinking never preempts: busy servers above the new capacity finish their current
@@ -52,11 +59,14 @@ class StationRequest(Request):
     def __init__(self, resource: Station) -> None:
         # The station counts the arrival here, inline: this runs for every visit to every station.
         now = resource._env.now
-        if now != resource._last:
-            resource._advance(now)
+        if now >= resource._edge:
+            resource._roll(now)
+        resource._last = now
         resource._arrivals += 1
         self.arrived: float = now
         """Simulated time at which the request joined the station."""
+        self.counted: float = now
+        """Time up to which its wait or service is in the station's integrals."""
         super().__init__(resource)
         waiting = len(resource.put_queue)
         if waiting > resource._max_queue:
@@ -65,7 +75,7 @@ class StationRequest(Request):
     def cancel(self) -> None:
         """Withdraw the request if it is still waiting (counted as reneged); see ``simpy``."""
         if self._value is PENDING:  # not ``triggered``: a property costs a call per release
-            self.resource._on_cancel()
+            self.resource._on_cancel(self)
             super().cancel()
 
 
@@ -172,10 +182,12 @@ class Station(Resource):
         self._index = 0
         self._start = self._origin  # start of the open interval
         self._edge = self._origin + self._step  # its end
-        # The open interval's integrals and counts.
+        # The open interval's integrals (busy and queue: the requests' time counted so far;
+        # servers in existence: up to ``_cap_from``) and counts.
         self._busy = 0.0
         self._queue = 0.0
         self._cap = 0.0
+        self._cap_from = self._origin
         self._arrivals = 0
         self._completions = 0
         # Closed intervals: their sums and one row of raw numbers each.
@@ -194,32 +206,21 @@ class Station(Resource):
 
     # -- state changes (the hot path) ------------------------------------------------------
 
-    def _advance(self, now: float) -> None:
-        # Close the integrals up to ``now`` at the current levels (call before any change).
-        # After a call, ``self._last == now < self._edge``: callers on the hot path skip the
-        # call when ``now == self._last`` because it would change nothing.
-        if now >= self._edge:
-            self._roll(now)
-        dt = now - self._last
-        if dt > 0.0:
-            busy = len(self.users)
-            capacity = self._capacity
-            self._busy += busy * dt
-            self._queue += len(self.put_queue) * dt
-            self._cap += (busy if busy > capacity else capacity) * dt
-            self._last = now
-
     def _roll(self, now: float) -> None:
-        # Close every interval that ends at or before ``now`` (levels are constant meanwhile).
-        busy = len(self.users)
-        queue = len(self.put_queue)
-        servers = max(busy, self._capacity)
+        # Close every interval that ends at or before ``now``: the time of the requests present
+        # is split at each boundary (nothing changes level in between).
+        users, queue = self.users, self.put_queue
+        servers = max(len(users), self._capacity)
         while now >= self._edge:
             edge = self._edge
-            dt = edge - self._last
-            self._busy += busy * dt
-            self._queue += queue * dt
-            self._cap += servers * dt
+            for request in users:
+                self._busy += edge - request.counted
+                request.counted = edge
+            for request in queue:
+                self._queue += edge - request.counted
+                request.counted = edge
+            self._cap += servers * (edge - self._cap_from)
+            self._cap_from = edge
             start = self._start
             self._rows.append(
                 (
@@ -243,20 +244,32 @@ class Station(Resource):
             self._index += 1
             self._edge = self._origin + (self._index + 1) * self._step
 
-    def _on_cancel(self) -> None:
-        self._advance(self._env.now)
+    def _count_servers(self, now: float) -> None:
+        # Add the servers in existence up to ``now`` (before the capacity or, above it, the
+        # number of busy servers changes).
+        self._cap += max(len(self.users), self._capacity) * (now - self._cap_from)
+        self._cap_from = now
+
+    def _on_cancel(self, request: StationRequest) -> None:
+        now = self._env.now
+        if now >= self._edge:
+            self._roll(now)
+        self._last = now
+        self._queue += now - request.counted
         self._reneged += 1
 
     def _do_put(self, event: StationRequest) -> None:  # type: ignore[override]
         users = self.users
         if len(users) < self._capacity:
             now = self._env.now
-            # Every path that grants (an arrival, a release, set_capacity) has already advanced
-            # the integrals to ``now``; the check only guards against a future caller.
-            if now != self._last:  # pragma: no cover
-                self._advance(now)
+            # Every path that grants (an arrival, a release, set_capacity) has already closed
+            # the intervals that ended by ``now``; the check only guards against a future caller.
+            if now >= self._edge:  # pragma: no cover
+                self._roll(now)
             users.append(event)
             event.usage_since = now
+            self._queue += now - event.counted
+            event.counted = now
             self._starts += 1
             self._total_wait += now - event.arrived
             event.succeed()
@@ -264,15 +277,20 @@ class Station(Resource):
     def _do_get(self, event: Release) -> None:  # type: ignore[override]
         request = event.request
         now = self._env.now
-        if now != self._last:
-            self._advance(now)
+        if now >= self._edge:
+            self._roll(now)
+        self._last = now
+        users = self.users
+        if len(users) > self._capacity:  # a server retires with this release (after a shrink)
+            self._count_servers(now)
         try:
-            self.users.remove(request)
+            users.remove(request)
         except ValueError:
             pass  # released without ever being granted (cancelled while waiting)
         else:
+            self._busy += now - request.counted  # type: ignore[attr-defined]
             self._completions += 1
-            self._total_service += now - request.usage_since  # type: ignore[operator]
+            self._total_service += now - request.usage_since  # type: ignore[attr-defined]
         event.succeed()
 
     # -- control ---------------------------------------------------------------------------
@@ -285,17 +303,21 @@ class Station(Resource):
         queue order, at the current time.
         """
         _check_capacity(capacity, 0)
-        self._advance(self._env.now)
+        now = self._env.now
+        if now >= self._edge:
+            self._roll(now)
+        self._last = now
+        self._count_servers(now)
         self._capacity = capacity
         while self.put_queue and len(self.users) < capacity:
             self._trigger_put(None)
 
     def finalize(self, now: float | None = None) -> None:
-        """Close the time integrals at ``now`` (default: the environment's current time).
+        """Close the intervals that end by ``now`` (default: the environment's current time).
 
-        Call it after ``env.run(until=horizon)`` with the horizon. ``now`` must lie between the
-        last change of state and ``env.now``. The station keeps working if the run goes on;
-        finalize again later for a later snapshot.
+        Call it after ``env.run(until=horizon)`` with the horizon: results then cover the run
+        up to ``now``. ``now`` must lie between the last change of state and ``env.now``. The
+        station keeps working if the run goes on; finalize again later for a later snapshot.
         """
         if now is None:
             now = self._env.now
@@ -304,16 +326,28 @@ class Station(Resource):
                 f"station {self.name!r}: finalize({now!r}) must lie in "
                 f"[{self._last!r}, {self._env.now!r}]"
             )
-        self._advance(now)
+        if now >= self._edge:
+            self._roll(now)
+        self._last = now
+
+    def _in_progress(self) -> tuple[float, float, float]:
+        # The open interval's busy, queue and servers integrals up to the last change or
+        # finalize time, the requests present included.
+        last = self._last
+        busy = self._busy + sum(last - request.counted for request in self.users)
+        queue = self._queue + sum(last - request.counted for request in self.put_queue)
+        servers = max(len(self.users), self._capacity)
+        return busy, queue, self._cap + servers * (last - self._cap_from)
 
     # -- results ---------------------------------------------------------------------------
 
     def stats(self) -> StationStats:
         """Return the summary up to the last change of state or :meth:`finalize` time."""
         elapsed = self._last - self._origin
-        busy = self._closed_busy + self._busy
-        queue = self._closed_queue + self._queue
-        cap = self._closed_cap + self._cap
+        open_busy, open_queue, open_cap = self._in_progress()
+        busy = self._closed_busy + open_busy
+        queue = self._closed_queue + open_queue
+        cap = self._closed_cap + open_cap
         arrivals = self._closed_arrivals + self._arrivals
         completions = self._closed_completions + self._completions
         return StationStats(
@@ -353,17 +387,8 @@ class Station(Resource):
         start = self._start
         length = self._last - start
         if length > 0 or self._arrivals or self._completions:
-            raw.append(
-                (
-                    start,
-                    length,
-                    self._busy,
-                    self._queue,
-                    self._cap,
-                    self._arrivals,
-                    self._completions,
-                )
-            )
+            busy, queue, cap = self._in_progress()
+            raw.append((start, length, busy, queue, cap, self._arrivals, self._completions))
         return [
             {
                 "start": start,

@@ -63,6 +63,11 @@ NAME_POOL = 1000
 DOMAIN_POOL = 40
 """Distinct fake e-mail domains the customers' addresses are made from."""
 
+REGISTRATION_BATCH = 1000
+"""Customers registered per transaction when the world is built: one transaction per customer
+costs more than the registration itself, and one for all would make a SQLite store hold every
+new row of the population in its transaction's cache at once."""
+
 
 @dataclass(eq=False)
 class World:
@@ -254,13 +259,16 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
         f"{names[i * 7919 % len(names)]}.{i}@{domains[i * 31 % len(domains)]}"
         for i in range(sc.population.users)
     ]
-    ids = accounts.register_many(
-        uow,
-        [(email, password_for(email)) for email in emails],
-        0.0,
-        hasher=SIMULATION_HASHER,
-        keep_recent=RECENT_ACTIVITY_KEPT,
-    )
+    ids: list[str] = []
+    for first in range(0, len(emails), REGISTRATION_BATCH):
+        batch = emails[first : first + REGISTRATION_BATCH]
+        ids += accounts.register_many(
+            uow,
+            [(email, password_for(email)) for email in batch],
+            0.0,
+            hasher=SIMULATION_HASHER,
+            keep_recent=RECENT_ACTIVITY_KEPT,
+        )
 
     # --- the catalog: categories, products ranked by popularity, stock -----------------------
     index, recommender = CatalogIndex(), Recommender()

@@ -131,3 +131,18 @@ def paid_order(world: World, user: int = 0, sku: int = 0, qty: int = 1) -> tuple
     order_id, user_id, payment_id = paying_order(world, user, sku, qty)
     assert shopping.record_gateway_answer(world.uow, payment_id, "approved", world.env.now)
     return order_id, user_id
+
+
+STATS_OF_ROWS = {
+    "requests": ("response", "size"),
+    "response_sum": ("response", "sum"),
+    "response_max": ("response", "max"),
+    "app_wait_sum": ("app_wait", "sum"),
+    "app_service_sum": ("app_service", "sum"),
+    "db_wait_sum": ("db_wait", "sum"),
+    "db_queries": ("db_queries", "sum"),
+    "cache_wait_sum": ("cache_wait", "sum"),
+    "cache_hits": ("cache_hits", "sum"),
+    "cache_misses": ("cache_misses", "sum"),
+}
+"""``request_stats``' columns as named aggregations of request rows grouped by (start, page)."""

@@ -39,6 +39,7 @@ from sim.engine.recorder import (
 from sim.engine.runner import RunResult, run
 from sim.reporting.plots import request_series
 from sim.scenario import load_scenario, parse_scenario
+from tests.engine._tiny import STATS_OF_ROWS
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 INTERVAL = 30.0
@@ -81,22 +82,7 @@ def test_aggregate_runs_have_no_request_rows_but_their_own_frames(runs):
 def test_counts_and_sums_per_interval_and_page_equal_the_rows(runs):
     rows, agg = runs
     requests = rows.frames["requests"].assign(start=lambda f: (f["time"] // INTERVAL) * INTERVAL)
-    exact = (
-        requests.groupby(["start", "page"], sort=True)
-        .agg(
-            requests=("response", "size"),
-            response_sum=("response", "sum"),
-            response_max=("response", "max"),
-            app_wait_sum=("app_wait", "sum"),
-            app_service_sum=("app_service", "sum"),
-            db_wait_sum=("db_wait", "sum"),
-            db_queries=("db_queries", "sum"),
-            cache_wait_sum=("cache_wait", "sum"),
-            cache_hits=("cache_hits", "sum"),
-            cache_misses=("cache_misses", "sum"),
-        )
-        .reset_index()
-    )
+    exact = requests.groupby(["start", "page"], sort=True).agg(**STATS_OF_ROWS).reset_index()
     stats = agg.frames["request_stats"].assign(page=lambda f: f["page"].astype(str))
     stats = stats.sort_values(["start", "page"]).reset_index(drop=True)
     assert len(stats) == len(exact)

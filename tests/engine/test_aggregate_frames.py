@@ -42,6 +42,7 @@ from sim.engine.recorder import (
 )
 from sim.engine.runner import run
 from sim.scenario import load_scenario, parse_scenario
+from tests.engine._tiny import STATS_OF_ROWS
 
 SMOKE = Path(__file__).resolve().parents[2] / "scenarios" / "smoke.yaml"
 # Names whose order of first request (the recorder's codes) is not their sorted order.
@@ -97,22 +98,7 @@ def _reference_frames(interval: float, rows: list[tuple[Any, ...]]) -> dict[str,
     raw["page"] = raw["page"].astype(object)
     raw["start"] = (raw["time"] // interval) * interval
     raw["bucket"] = buckets_of(raw["response"].to_numpy())
-    stats = (
-        raw.groupby(["start", "page"], sort=True)
-        .agg(
-            requests=("response", "size"),
-            response_sum=("response", "sum"),
-            response_max=("response", "max"),
-            app_wait_sum=("app_wait", "sum"),
-            app_service_sum=("app_service", "sum"),
-            db_wait_sum=("db_wait", "sum"),
-            db_queries=("db_queries", "sum"),
-            cache_wait_sum=("cache_wait", "sum"),
-            cache_hits=("cache_hits", "sum"),
-            cache_misses=("cache_misses", "sum"),
-        )
-        .reset_index()
-    )
+    stats = raw.groupby(["start", "page"], sort=True).agg(**STATS_OF_ROWS).reset_index()
     histogram = raw.groupby(["start", "page", "bucket"]).size().reset_index(name="count")
     outcomes = raw.groupby(["start", "page", "outcome"]).size().reset_index(name="count")
     sessions = raw.groupby("page")["session"].nunique().reset_index(name="sessions")
