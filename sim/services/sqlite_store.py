@@ -69,8 +69,8 @@ APPLICATION = "ecommerce-sim"
 SCHEMA_VERSION = 2
 """The layout of the tables and blobs this module reads and writes; another version is refused.
 
-Version 2: an activity log keeps its recent entries in a list with a ``keep`` bound (version 1
-pickled a bounded deque).
+Version 2: an activity log keeps its recent entries packed (times, kinds, refs) under a ``keep``
+bound (version 1 pickled a bounded deque of tuples).
 """
 
 MEMORY = ":memory:"

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import itertools
 import secrets
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -535,9 +536,24 @@ def test_an_activity_log_can_keep_fewer_entries_or_counts_only():
             ActivityLog.create("user-4", keep=bad)
         with pytest.raises(InvalidValue, match=r"entries kept must be an integer >= 0"):
             ActivityLog("user-4", keep=bad)
-    entries = [(float(i), ActivityKind.VIEWED, f"SKU-{i}") for i in range(5)]
-    assert ActivityLog("user-5", recent=list(entries), keep=2).recent == entries[3:]
-    assert ActivityLog("user-5", recent=list(entries), keep=0).recent == []
+    with pytest.raises(InvalidValue, match=r"1 refs, 0 kinds and 0 bytes of times"):
+        ActivityLog("user-5", refs=["SKU-1"])
+    with pytest.raises(InvalidValue, match=r"do not make at most 0 entries"):
+        ActivityLog("user-5", keep=0, times=bytes(8), kinds=b"\x00", refs=["SKU-1"])
+
+
+def test_an_activity_log_keeps_its_entries_packed_and_small():
+    log = ActivityLog.create("user-1", keep=20)
+    for i in range(25):
+        kind = ActivityKind.VIEWED if i % 3 else ActivityKind.ADDED_TO_CART
+        log.record(kind, f"SKU-{i}", 100.0 + i / 8)
+    assert len(log.times) == 20 * 8 and len(log.kinds) == 20 and len(log.refs) == 20
+    assert log.recent[0] == (100.625, ActivityKind.VIEWED, "SKU-5")
+    assert log.recent[-1] == (103.0, ActivityKind.ADDED_TO_CART, "SKU-24")
+    assert log.recent_refs("added_to_cart", limit=3) == ["SKU-24", "SKU-21", "SKU-18"]
+    tuples = 20 * (sys.getsizeof((1.0, ActivityKind.VIEWED, "x")) + sys.getsizeof(1.0))
+    packed = sys.getsizeof(log.times) + sys.getsizeof(log.kinds) + 20 * 8
+    assert packed * 4 < tuples  # the point of packing them
 
 
 def test_activity_log_deepcopy_is_independent_and_stays_bounded():
