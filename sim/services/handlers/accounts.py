@@ -75,8 +75,9 @@ def register_many(
     """Register every ``(email, password)`` of ``accounts`` in one transaction; return the ids.
 
     Each account is checked as :func:`register` checks it (an e-mail given twice in the batch
-    is a DuplicateEmail too). All or none: the first rejection rolls the whole batch back.
-    Building a shop's customer base this way saves a transaction per customer.
+    is a DuplicateEmail too). All or none: the first rejection rolls the whole batch back
+    (the ids drawn for the accounts before it stay drawn, a gap as a database sequence
+    leaves). Building a shop's customer base this way saves a transaction per customer.
     """
     with uow:
         ids = [
