@@ -61,13 +61,9 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import simpy  # noqa: E402
 
-from sim.engine.audit import audit  # noqa: E402
-from sim.engine.faults import start_faults  # noqa: E402
-from sim.engine.metrics import compute_kpis  # noqa: E402
 from sim.engine.recorder import AGGREGATE_FRAMES  # noqa: E402
 from sim.engine.rng import Streams  # noqa: E402
-from sim.engine.runner import collect_frames, run  # noqa: E402
-from sim.engine.shoppers import arrivals, closed_shopper  # noqa: E402
+from sim.engine.runner import conclude, run, start  # noqa: E402
 from sim.engine.world import build_world  # noqa: E402
 from sim.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
 
@@ -134,22 +130,11 @@ def count_model_events(scenario: Scenario, seed: int) -> tuple[int, int, float]:
     """
     env = CountingEnvironment()
     world = build_world(env, scenario, Streams(seed, 0))
-    if world.rate_steps:
-        env.process(arrivals(world))
-    closed = scenario.arrivals.closed
-    for index in range(closed.users if closed is not None else 0):
-        env.process(closed_shopper(world, index + 1))
-    start_faults(world)
+    start(world)
     started = time.perf_counter()
     env.run(until=scenario.horizon)
     loop = time.perf_counter() - started
-    for station in world.stations.values():
-        station.finalize(scenario.horizon)
-    world.close_open_sessions(scenario.horizon)
-    frames = collect_frames(world)
-    warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
-    kpis = compute_kpis(frames, world, warmup=warmup, horizon=scenario.horizon)
-    audit(world, frames)
+    _, kpis, _ = conclude(world)
     return env.steps, int(kpis["page_views"]), loop
 
 

@@ -62,12 +62,7 @@ def run(
     env = simpy.Environment()
     world = build_world(env, scenario, Streams(seed, replication))
     try:
-        if world.rate_steps:
-            env.process(arrivals(world))
-        closed = scenario.arrivals.closed
-        for index in range(closed.users if closed is not None else 0):
-            env.process(closed_shopper(world, index + 1))
-        start_faults(world)
+        start(world)
         horizon = scenario.horizon
         if progress is None:
             env.run(until=horizon)
@@ -75,13 +70,7 @@ def run(
             for step in range(1, PROGRESS_STEPS + 1):
                 env.run(until=horizon * step / PROGRESS_STEPS)
                 progress(env.now, horizon)
-        for station in world.stations.values():
-            station.finalize(horizon)
-        world.close_open_sessions(horizon)
-        frames = collect_frames(world)
-        warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
-        kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)
-        books = audit(world, frames)
+        frames, kpis, books = conclude(world)
     finally:
         world.uow.close()  # a file store's connection; nothing in memory
     return RunResult(
@@ -93,6 +82,28 @@ def run(
         audit=books,
         runtime=time.perf_counter() - started,
     )
+
+
+def start(world: World) -> None:
+    """Start a built world's processes: the arrivals, the closed population and the faults."""
+    if world.rate_steps:
+        world.env.process(arrivals(world))
+    closed = world.scenario.arrivals.closed
+    for index in range(closed.users if closed is not None else 0):
+        world.env.process(closed_shopper(world, index + 1))
+    start_faults(world)
+
+
+def conclude(world: World) -> tuple[dict[str, pd.DataFrame], dict[str, Any], Audit]:
+    """Close a world run to its horizon: its frames, KPIs and the audit of its books."""
+    scenario, horizon = world.scenario, world.scenario.horizon
+    for station in world.stations.values():
+        station.finalize(horizon)
+    world.close_open_sessions(horizon)
+    frames = collect_frames(world)
+    warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
+    kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)
+    return frames, kpis, audit(world, frames)
 
 
 def collect_frames(world: World) -> dict[str, pd.DataFrame]:
