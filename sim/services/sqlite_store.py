@@ -469,14 +469,12 @@ class SqliteRepository(Repository[T]):
 
     def values(self) -> Iterator[T]:
         """Iterate over every aggregate in insertion order, for reading."""
+        # The rows are read now (the iteration sees the table as it is at the call); each
+        # aggregate is loaded only when the iteration reaches it and is not kept, so reading
+        # every cart or order of a long run holds the pickled rows, not the objects.
         rows = self._db.execute(self._sql_all)
         cache = self._cache if self._undo is not None else {}
-        loads, kind = self._db.loads, self.kind
-        items = []
-        for key, blob in rows:
-            item = cache.get(key)
-            items.append(item if item is not None else loads(blob, f"{kind} {key!r}"))
-        return iter(items)
+        return _loaded(rows, cache, self._db.loads, self.kind)
 
     def __contains__(self, key: object) -> bool:
         """Return True if an aggregate with this key exists."""
@@ -526,6 +524,15 @@ class SqliteRepository(Repository[T]):
     def _clear(self) -> None:
         self._cache = {}
         self._loaded = {}
+
+
+def _loaded(
+    rows: list[Any], cache: dict[Any, T], loads: Callable[[bytes, str], Any], kind: str
+) -> Iterator[T]:
+    """Yield the aggregate of each ``(key, blob)`` row: the cached one, else the blob loaded."""
+    for key, blob in rows:
+        item = cache.get(key)
+        yield item if item is not None else loads(blob, f"{kind} {key!r}")
 
 
 class SqliteStockRepository(SqliteRepository[T]):
@@ -598,10 +605,10 @@ class SqliteLog(AppendLog[T]):
 
     def __iter__(self) -> Iterator[T]:
         """Iterate over the entries in the order they were appended."""
+        # As SqliteRepository.values: the rows now, each entry loaded when reached.
         loads, kind = self._db.loads, self.kind
-        return iter(
-            [loads(blob, f"{kind} entry {pos}") for pos, blob in self._db.execute(self._sql_all)]
-        )
+        rows = self._db.execute(self._sql_all)
+        return (loads(blob, f"{kind} entry {pos}") for pos, blob in rows)
 
     def __len__(self) -> int:
         """Return the number of entries."""

@@ -479,6 +479,31 @@ class GetAttr:
         return (getattr, (Money, "zero"))
 
 
+def test_values_reads_the_rows_at_the_call_and_loads_each_aggregate_when_reached(shop):
+    first, second = buy(shop, ANN, {PEN: 1}), buy(shop, BOB, {MUG: 1})
+    db = shop.orders._db
+    loaded: list[str] = []
+    real = db.loads
+
+    def counting(data: bytes, what: str):
+        loaded.append(what)
+        return real(data, what)
+
+    db.loads = counting
+    try:
+        orders = shop.orders.values()
+        entries = iter(shop.ledger)
+        assert loaded == []  # nothing loaded yet: a long run's pass holds one at a time
+        assert next(orders).id == first
+        assert loaded == [f"order {first!r}"]
+        third = buy(shop, ANN, {BOOK: 1})  # added after the call: not in this pass
+        assert [o.id for o in orders] == [second]
+        assert [o.id for o in shop.orders.values()] == [first, second, third]
+        assert list(entries) == []  # nothing was paid when the ledger pass began
+    finally:
+        db.loads = real
+
+
 def test_the_restricted_unpickler_refuses_a_hostile_blob(shop, tmp_path):
     order_id = buy(shop, ANN, {PEN: 1})
     target = tmp_path / "pwned"
