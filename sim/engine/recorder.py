@@ -153,9 +153,22 @@ class Table:
         """Return the number of rows."""
         return len(self._columns[0])
 
-    def frame(self) -> pd.DataFrame:
-        """Return the rows as a DataFrame with the declared columns."""
-        return pd.DataFrame(dict(zip(self.names, self._columns, strict=True)))
+    def frame(self, *, release: bool = False) -> pd.DataFrame:
+        """Return the rows as a DataFrame with the declared columns.
+
+        With ``release`` the table lets go of its rows once the frame holds them (it is
+        empty afterwards), so the rows and the frame are not both kept to the end of a run.
+        """
+        if not release or not self._columns[0]:  # (an empty Series would be object, not float)
+            return pd.DataFrame(dict(zip(self.names, self._columns, strict=True)))
+        # A column at a time, each list emptied once converted: the Python values of one
+        # column are freed before the next is converted, so a long run's rows are not held
+        # twice over (values in lists and in arrays) at the end of the run.
+        converted = {}
+        for name, column in zip(self.names, self._columns, strict=True):
+            converted[name] = pd.Series(column)
+            column.clear()
+        return pd.DataFrame(converted, copy=False)
 
 
 class SessionTable(Table):
@@ -331,8 +344,9 @@ class RequestAggregates:
         """Return the pages seen so far, in order of first request."""
         return tuple(self._pages)
 
-    def frame(self) -> pd.DataFrame:
+    def frame(self, *, release: bool = False) -> pd.DataFrame:
         """Return the per-request frame: empty, with its columns (there are no rows)."""
+        del release  # nothing to let go of: the aggregates are released by frames()
         return pd.DataFrame({name: [] for name in REQUEST_COLUMNS})
 
     def nbytes(self) -> int:
@@ -342,11 +356,13 @@ class RequestAggregates:
             held += stats.nbytes + histogram.nbytes + outcome_keys.nbytes + outcome_counts.nbytes
         return held
 
-    def frames(self) -> dict[str, pd.DataFrame]:
+    def frames(self, *, release: bool = False) -> dict[str, pd.DataFrame]:
         """Return ``request_stats``, ``latency_histogram``, ``request_outcomes``, ``page_sessions``.
 
         Folds every open interval first (so call it after the run). Rows are sorted by
-        interval start, then page name (then bucket or outcome).
+        interval start, then page name (then bucket or outcome). With ``release`` the folded
+        intervals are let go of as the histogram is built from them (the aggregates are
+        empty afterwards): the end of a run holds the histogram once, not twice.
         """
         self._fold_all()
         # Over a long run the histogram has hundreds of thousands of rows, and summing and
@@ -356,26 +372,17 @@ class RequestAggregates:
         batches = self._batches()
         layout = _PageLayout(self._pages)
         request_stats = self._request_stats(batches, layout)
+        request_outcomes = self._request_outcomes(batches, layout)
+        if release:
+            self._chunks = []  # the batches hold the last references, dropped batch by batch
         start, page, offset, count = self._keyed_counts(
-            batches, _histogram_part, _BUCKET_SPAN, layout
+            batches, _histogram_part, _BUCKET_SPAN, layout, consume=release
         )
         offset += ZERO_BUCKET  # in place: the offsets become the bucket indices
         # copy=False: pandas would otherwise copy each column of a dict into the frame.
         latency_histogram = pd.DataFrame(
             {"start": start, "page": layout.column(page), "bucket": offset, "count": count},
             copy=False,
-        )
-        outcome_names = sorted(self._outcomes)
-        start, page, outcome, count = self._keyed_counts(
-            batches, _outcome_part, _OUTCOME_SPAN, layout, _ranks(self._outcomes)
-        )
-        request_outcomes = pd.DataFrame(
-            {
-                "start": start,
-                "page": layout.column(page),
-                "outcome": [outcome_names[r] for r in outcome.tolist()],
-                "count": count,
-            }
         )
         page_sessions = pd.DataFrame(
             {"page": list(self._pages), "sessions": list(self._page_sessions)},
@@ -389,6 +396,21 @@ class RequestAggregates:
             "request_outcomes": request_outcomes,
             "page_sessions": page_sessions,
         }
+
+    def _request_outcomes(self, batches: list[list[_Chunk]], layout: _PageLayout) -> pd.DataFrame:
+        """Return ``request_outcomes``: one row per interval, page and outcome, sorted."""
+        outcome_names = sorted(self._outcomes)
+        start, page, outcome, count = self._keyed_counts(
+            batches, _outcome_part, _OUTCOME_SPAN, layout, _ranks(self._outcomes)
+        )
+        return pd.DataFrame(
+            {
+                "start": start,
+                "page": layout.column(page),
+                "outcome": [outcome_names[r] for r in outcome.tolist()],
+                "count": count,
+            }
+        )
 
     def _batches(self) -> list[list[_Chunk]]:
         """Return the chunks in batches of whole intervals, ascending, in fold order within.
@@ -451,12 +473,15 @@ class RequestAggregates:
         span: int,
         layout: _PageLayout,
         minor_rank: np.ndarray | None = None,
+        *,
+        consume: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Return the (start, page code, minor, count) columns of one kind of keyed counts.
 
         ``part`` picks a chunk's keys (``code * span + minor``) and counts; each batch is
         summed and sorted by :func:`_tally`. The minor column holds int16 offsets when there
-        is no ``minor_rank``, else int64 ranks.
+        is no ``minor_rank``, else int64 ranks. With ``consume`` each batch is emptied once
+        it is written.
         """
         bound = sum(part(chunk)[0].size for batch in batches for chunk in batch)
         start = np.empty(bound)
@@ -474,6 +499,8 @@ class RequestAggregates:
             page[begin:end] = majors
             minor[begin:end] = minors
             count[begin:end] = summed
+            if consume:
+                batch.clear()
         # Shorter than the bound only when a reopened interval had a key in two chunks: the
         # views keep those few unused rows rather than copying every column.
         return start[:end], page[:end], minor[:end], count[:end]
@@ -618,16 +645,21 @@ class Recorder:
         """Record an order transition (subscribed to the bus)."""
         self.order_events.append(event.at, event.order_id, event.old, event.new)
 
-    def frames(self) -> dict[str, pd.DataFrame]:
-        """Return every table as a DataFrame (aggregate mode adds its frames and ``cache``)."""
+    def frames(self, *, release: bool = False) -> dict[str, pd.DataFrame]:
+        """Return every table as a DataFrame (aggregate mode adds its frames and ``cache``).
+
+        With ``release`` the recorder hands its rows and aggregates over to the frames and is
+        empty afterwards (the end of a run: each table's memory is freed as its frame is
+        built, instead of both being held). Its ``counters`` stay.
+        """
         frames = {
-            "requests": self.requests.frame(),
-            "sessions": self.sessions.frame(),
-            "payments": self.payments.frame(),
-            "order_events": self.order_events.frame(),
-            "faults": self.faults.frame(),
+            "requests": self.requests.frame(release=release),
+            "sessions": self.sessions.frame(release=release),
+            "payments": self.payments.frame(release=release),
+            "order_events": self.order_events.frame(release=release),
+            "faults": self.faults.frame(release=release),
         }
         if self.aggregates is not None:
-            frames.update(self.aggregates.frames())
+            frames.update(self.aggregates.frames(release=release))
             frames["cache"] = cache_from_stats(frames["request_stats"])
         return frames

@@ -8,7 +8,7 @@ global: each run has a fresh Environment, so a run is a pure function of its inp
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import simpy
 from sim.engine.audit import Audit, audit
 from sim.engine.faults import start_faults
 from sim.engine.metrics import cache_series, compute_kpis
+from sim.engine.recorder import Table
 from sim.engine.rng import Streams
 from sim.engine.shoppers import arrivals, closed_shopper
 from sim.engine.world import World, build_world
@@ -25,6 +26,12 @@ from sim.scenario.schema import Scenario
 
 Progress = Callable[[float, float], None]
 """Called as ``progress(simulated_now, horizon)`` while a run advances."""
+
+ORDER_COLUMNS = ("order_id", "user", "placed_at", "status", "total", "refunded", "paid", "units")
+"""Columns of the ``orders`` frame: one row per order in the store at the horizon."""
+
+LEDGER_COLUMNS = ("seq", "kind", "order_id", "amount", "time")
+"""Columns of the ``ledger`` frame: one row per ledger entry."""
 
 PROGRESS_STEPS = 100
 """How many times a run reports progress over its horizon."""
@@ -107,8 +114,12 @@ def conclude(world: World) -> tuple[dict[str, pd.DataFrame], dict[str, Any], Aud
 
 
 def collect_frames(world: World) -> dict[str, pd.DataFrame]:
-    """Return every frame of the run: the recorder's rows, stations, orders and the ledger."""
-    frames = world.recorder.frames()
+    """Return every frame of the run: the recorder's rows, stations, orders and the ledger.
+
+    The recorder hands its rows over (it is empty afterwards; its counters stay), so the end
+    of a long run does not hold every row twice.
+    """
+    frames = world.recorder.frames(release=True)  # the recorder's rows become the frames
     rows = []
     for name, station in world.stations.items():
         for row in station.series():
@@ -118,33 +129,34 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
         [asdict(station.stats()) for station in world.stations.values()]
     )
     frames.setdefault("cache", cache_series(frames["requests"], world.scenario.metrics.interval))
-    frames["orders"] = pd.DataFrame(
-        [
-            {
-                "order_id": o.id,
-                "user": o.user_id,
-                "placed_at": o.placed_at,
-                "status": o.status.value,
-                "total": o.total.minor,
-                "refunded": o.refunded.minor,
-                "paid": o.is_paid,
-                "units": o.units,
-            }
+    # Column by column in one pass over the store (no dict per row): on a file store each
+    # order is loaded as the pass reaches it and dropped after.
+    frames["orders"] = _frame(
+        ORDER_COLUMNS,
+        (
+            (
+                o.id,
+                o.user_id,
+                o.placed_at,
+                o.status.value,
+                o.total.minor,
+                o.refunded.minor,
+                o.is_paid,
+                o.units,
+            )
             for o in world.uow.orders.values()
-        ],
-        columns=["order_id", "user", "placed_at", "status", "total", "refunded", "paid", "units"],
+        ),
     )
-    frames["ledger"] = pd.DataFrame(
-        [
-            {
-                "seq": e.seq,
-                "kind": e.kind.value,
-                "order_id": e.order_id,
-                "amount": e.amount.minor,
-                "time": e.at,
-            }
-            for e in world.uow.ledger
-        ],
-        columns=["seq", "kind", "order_id", "amount", "time"],
+    frames["ledger"] = _frame(
+        LEDGER_COLUMNS,
+        ((e.seq, e.kind.value, e.order_id, e.amount.minor, e.at) for e in world.uow.ledger),
     )
     return frames
+
+
+def _frame(columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> pd.DataFrame:
+    """Return a frame of ``columns`` from an iterable of row tuples, gathered column-wise."""
+    table = Table(columns)
+    for row in rows:
+        table.append(*row)
+    return table.frame()

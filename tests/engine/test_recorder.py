@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
+import pandas as pd
 import pytest
 
 from sim.domain.events import OrderStatusChanged
+from sim.engine import recorder as recorder_module
 from sim.engine.recorder import (
     FAULT_COLUMNS,
     ORDER_EVENT_COLUMNS,
@@ -95,3 +99,66 @@ def test_a_request_row_keeps_every_field():
     row = (1.0, 7, "user-3", "home", 0.2, 0.01, 0.1, 0.05, 2, 0.002, 4, 1, "ok")
     recorder.requests.append(*row)
     assert [tuple(r) for r in recorder.frames()["requests"].itertuples(index=False)] == [row]
+
+
+def _recorded(mode: str) -> Recorder:
+    """A recorder with rows in every table: requests over five intervals, two sessions."""
+    recorder = Recorder(mode, interval=10.0)
+    for i in range(40):
+        page, outcome = ("home", "ok") if i % 3 else ("search", "error")
+        recorder.requests.append(
+            i * 1.25,
+            i % 2,
+            "user-1",
+            page,
+            0.01 * (i + 1),
+            0.0,
+            0.005,
+            0.001,
+            2,
+            0.0,
+            1,
+            1,
+            outcome,
+        )
+    for sid in (0, 1):
+        recorder.sessions.append(sid, "user-1", 0.0, 50.0, 20, False, 0, "exit")
+    recorder.payments.append(3.0, "order-000001", "gw", 1, "approved", 0.4)
+    recorder.order_events.append(3.0, "order-000001", "pending", "processing")
+    recorder.faults.append("outage", "gw", 1.0, 2.0)
+    recorder.count("returns", 2)
+    return recorder
+
+
+@pytest.mark.parametrize("mode", ["rows", "aggregate"])
+def test_released_frames_equal_kept_ones_and_leave_the_recorder_empty(mode):
+    kept, released = _recorded(mode), _recorded(mode)
+    # batches of one interval: the histogram is consumed batch by batch
+    with mock.patch.object(recorder_module, "_BATCH_ROWS", 1):
+        expected = kept.frames()
+        frames = released.frames(release=True)
+    assert list(frames) == list(expected)
+    for name, frame in expected.items():
+        pd.testing.assert_frame_equal(frames[name], frame)
+    assert len(frames["sessions"]) == 2 and len(frames["faults"]) == 1
+    assert len(frames["requests" if mode == "rows" else "latency_histogram"]) >= 5
+    tables = (released.sessions, released.payments, released.order_events, released.faults)
+    assert [len(table) for table in tables] == [0, 0, 0, 0]
+    if mode == "rows":
+        assert len(released.requests) == 0
+    else:
+        assert released.aggregates is not None and released.aggregates.nbytes() == 0
+        again = released.frames()
+        assert again["latency_histogram"].empty and again["request_stats"].empty
+    assert released.counters == {"returns": 2}
+    # without release the recorder keeps everything: a second call gives the same frames
+    for name, frame in kept.frames().items():
+        pd.testing.assert_frame_equal(frame, expected[name])
+
+
+@pytest.mark.parametrize("mode", ["rows", "aggregate"])
+def test_an_empty_recorder_releases_the_same_empty_frames(mode):
+    expected = Recorder(mode).frames()
+    frames = Recorder(mode).frames(release=True)
+    for name, frame in expected.items():
+        pd.testing.assert_frame_equal(frames[name], frame)
