@@ -1,8 +1,8 @@
 """The performance benchmark: the engine against a bare SimPy skeleton, speed, memory, scaling.
 
-Run ``python scripts/performance_analysis.py [--quick] [--out DIR]``. It prints a table and
-writes ``DIR`` (default ``reports/performance/``): ``performance.csv`` (one row per figure,
-with its target and verdict) and PNG plots (``scaling.png``, ``hot_paths.png``,
+Run ``python scripts/performance_analysis.py [--quick] [--file-store] [--out DIR]``. It prints a
+table and writes ``DIR`` (default ``reports/performance/``): ``performance.csv`` (one row per
+figure, with its target and verdict) and PNG plots (``scaling.png``, ``hot_paths.png``,
 ``overhead.png``). ``--quick`` runs small sizes in under a minute; the full run takes a few
 minutes. Nothing here is a test: targets are printed as met / not met.
 
@@ -23,7 +23,9 @@ What it measures (every figure in this one process run):
   station monitoring, metrics, domain core and use cases, engine actors, random draws).
 - **Scaling**: wall time and peak RSS at 1x, 4x and 16x the sessions (a longer horizon), in
   aggregate mode and in rows mode, each size in a fresh subprocess (so its peak RSS is its
-  own); bytes per recorded request in rows mode.
+  own); bytes per recorded request in rows mode. ``--file-store`` runs them with the shop on a
+  SQLite file (``storage: {kind: sqlite}``): the process then holds the run's own state, not
+  the shop's data.
 - **Parallel**: replications per second with one process and with one per core, and the
   speed-up.
 - **Storage**: wall time of the same run on the in-memory store, on SQLite in memory and on a
@@ -77,7 +79,7 @@ SCALING_TARGET = 17.0
 MEMORY_TARGET = 1.2
 SPEEDUP_TARGET = 1.7
 PERCENTILE_TARGET = 0.01
-REPEATS = 2
+REPEATS = 3
 """Timed runs of the model and of the skeleton in the overhead section (the best counts)."""
 
 
@@ -322,14 +324,28 @@ def run_skeleton(
 
 
 # --- one size in a fresh process ------------------------------------------------------------------
-def child(horizon: float, mode: str) -> None:
-    """Run the baseline at ``horizon`` in ``mode``; print wall, peak RSS and counts as JSON."""
-    scenario = scenario_with(
-        load_scenario(BASELINE),
-        horizon=horizon,
-        warmup=0.0,
-        metrics={"requests": mode, "interval": 60.0},
-    )
+def child(horizon: float, mode: str, storage: str = "memory") -> None:
+    """Run the baseline at ``horizon`` in ``mode``; print wall, peak RSS and counts as JSON.
+
+    ``storage`` is ``memory`` (the shop in the process) or ``file`` (the shop on a SQLite
+    file in a temporary folder, removed afterwards).
+    """
+    with tempfile.TemporaryDirectory(prefix="ecommerce-sim-bench-") as folder:
+        store: Any = "memory"
+        if storage == "file":
+            store = {"kind": "sqlite", "path": str(Path(folder) / "shop.db")}
+        scenario = scenario_with(
+            load_scenario(BASELINE),
+            horizon=horizon,
+            warmup=0.0,
+            metrics={"requests": mode, "interval": 60.0},
+            storage=store,
+        )
+        _child_run(scenario, mode)
+
+
+def _child_run(scenario: Scenario, mode: str) -> None:
+    """Run one scaling size and print its figures as one JSON line."""
     loop_peak: list[int] = []
 
     def at_the_horizon(now: float, horizon: float) -> None:
@@ -349,7 +365,7 @@ def child(horizon: float, mode: str) -> None:
     print(
         json.dumps(
             {
-                "horizon": horizon,
+                "horizon": scenario.horizon,
                 "mode": mode,
                 "wall": wall,
                 "peak_rss": peak,
@@ -379,10 +395,10 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # pragma: no cover
 
 
-def in_subprocess(horizon: float, mode: str) -> dict[str, Any]:
+def in_subprocess(horizon: float, mode: str, storage: str = "memory") -> dict[str, Any]:
     """Run :func:`child` in a fresh Python process and return its figures."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(horizon), mode],
+        [sys.executable, __file__, "--child", str(horizon), mode, storage],
         check=True,
         capture_output=True,
         text=True,
@@ -675,8 +691,8 @@ def machine() -> dict[str, str]:
     }
 
 
-def benchmark(size: Size, out: Path, label: str) -> list[Row]:
-    """Run every section and return the rows of the table."""
+def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> list[Row]:
+    """Run every section and return the rows of the table (``storage``: the scaling runs')."""
     rows: list[Row] = []
     info = machine()
     print(
@@ -799,7 +815,7 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
     scaling = []
     for mode, factors in (("aggregate", size.scaling_factors), ("rows", size.rows_factors)):
         for factor in factors:
-            figures = in_subprocess(size.scaling_horizon * factor, mode)
+            figures = in_subprocess(size.scaling_horizon * factor, mode, storage)
             figures["factor"] = factor
             scaling.append(figures)
             print(
@@ -807,7 +823,10 @@ def benchmark(size: Size, out: Path, label: str) -> list[Row]:
                 f"{figures['peak_rss'] / 2**20:.0f} MiB",
                 flush=True,
             )
-    sec = f"Scaling (1x = {span(size.scaling_horizon)} of the baseline; fresh process each)"
+    where = "the shop on a SQLite file" if storage == "file" else "the shop in memory"
+    sec = (
+        f"Scaling (1x = {span(size.scaling_horizon)} of the baseline, {where}; fresh process each)"
+    )
     agg = {r["factor"]: r for r in scaling if r["mode"] == "aggregate"}
     raw = {r["factor"]: r for r in scaling if r["mode"] == "rows"}
     for r in scaling:
@@ -973,14 +992,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--child", nargs=2, metavar=("HORIZON", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--file-store",
+        action="store_true",
+        help="the scaling section keeps the shop on a SQLite file (slower: about 10 minutes)",
+    )
+    parser.add_argument(
+        "--child", nargs=3, metavar=("HORIZON", "MODE", "STORAGE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
-        child(float(args.child[0]), args.child[1])
+        child(float(args.child[0]), args.child[1], args.child[2])
         return 0
     size, label = (QUICK, "quick") if args.quick else (FULL, "full")
     started = time.perf_counter()
-    rows = benchmark(size, args.out, label)
+    rows = benchmark(size, args.out, label, "file" if args.file_store else "memory")
     print_table(rows)
     targets = [r for r in rows if r.met is not None]
     met = sum(bool(r.met) for r in targets)
