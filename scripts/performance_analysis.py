@@ -1007,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--file-store",
         action="store_true",
-        help="the scaling section keeps the shop on a SQLite file (slower: about 10 minutes)",
+        help="the scaling section keeps the shop on a SQLite file (slower: about 11 minutes)",
     )
     parser.add_argument(
         "--child", nargs=3, metavar=("HORIZON", "MODE", "STORAGE"), help=argparse.SUPPRESS
