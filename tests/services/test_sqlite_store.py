@@ -481,6 +481,7 @@ class GetAttr:
 
 def test_values_reads_the_rows_at_the_call_and_loads_each_aggregate_when_reached(shop):
     first, second = buy(shop, ANN, {PEN: 1}), buy(shop, BOB, {MUG: 1})
+    pay(shop, second)  # one ledger entry before the passes begin
     db = shop.orders._db
     loaded: list[str] = []
     real = db.loads
@@ -499,7 +500,9 @@ def test_values_reads_the_rows_at_the_call_and_loads_each_aggregate_when_reached
         third = buy(shop, ANN, {BOOK: 1})  # added after the call: not in this pass
         assert [o.id for o in orders] == [second]
         assert [o.id for o in shop.orders.values()] == [first, second, third]
-        assert list(entries) == []  # nothing was paid when the ledger pass began
+        pay(shop, first)  # a second entry, appended after the ledger pass began
+        assert [e.order_id for e in entries] == [second]
+        assert [e.order_id for e in shop.ledger] == [second, first]
     finally:
         db.loads = real
 
