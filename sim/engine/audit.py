@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 from sim.domain import inventory
 from sim.domain.errors import DomainError
 from sim.domain.ledger import balance, reconcile
+from sim.domain.money import Money
 from sim.domain.orders import Order, OrderStatus
 from sim.domain.payments import PaymentStatus
 from sim.engine.shoppers import CLOSED_SID_BASE
@@ -105,6 +106,7 @@ _BOOK_COUNTS = (
 )
 _WORLD_COUNTS = ("sessions", "sessions_final", "sessions_in_flight", "uncaptured_authorisations")
 
+_ORDER_STATES = frozenset(OrderStatus)
 _CAPTURED = frozenset(
     {PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}
 )
@@ -161,46 +163,169 @@ class Audit:
 
 
 # --- the books of a unit of work -----------------------------------------------------------------
+# The books are read as streams, each collection once: the rules keep what they need of an order
+# or a payment (a few fields, or a running count), never the aggregates themselves. A file store
+# therefore loads one order at a time, and the audit of a long run holds small facts, not every
+# order, payment and line of the run at once.
+
+
+@dataclass(frozen=True, slots=True)
+class _OrderFacts:
+    """What the ledger and payment rules read of an order (``reconcile``'s ``OrderLike``)."""
+
+    id: str
+    status: OrderStatus
+    is_paid: bool
+    payment_id: str | None
+    total: Money
+    net_paid: Money
+    refunded: Money
+
+
+@dataclass(frozen=True, slots=True)
+class _PaymentFacts:
+    """What the order, ledger and payment rules read of a payment."""
+
+    id: str
+    order_id: str
+    status: PaymentStatus
+
+
+class _OrderPass:
+    """One pass over the orders: the order rules checked, and what the other rules need.
+
+    Per SKU the units shipped and put back (stock), per coupon code the uses and holds
+    (coupons), and per order its :class:`_OrderFacts` (ledger, payments); the order rules'
+    findings are kept in the order the orders were read.
+    """
+
+    def __init__(
+        self, uow: UnitOfWork, payments: Mapping[str, _PaymentFacts], checked: Counter[str]
+    ) -> None:
+        self.facts: dict[str, _OrderFacts] = {}
+        self.shipped: Counter[str] = Counter()
+        self.returned: Counter[str] = Counter()
+        self.used: Counter[str] = Counter()
+        self.held: dict[str, set[str]] = {}
+        self.found: list[Violation] = []
+        open_payment = {p.order_id for p in payments.values() if p.status in _OPEN_PAYMENT}
+        captured = Counter(p.order_id for p in payments.values() if p.status in _CAPTURED)
+        for order in uow.orders.values():
+            self.facts[order.id] = _OrderFacts(
+                order.id,
+                order.status,
+                order.is_paid,
+                order.payment_id,
+                order.total,
+                order.net_paid,
+                order.refunded,
+            )
+            self._count_units(order)
+            self._count_coupons(order)
+            self._check(uow, order, open_payment, captured, checked)
+
+    def _count_units(self, order: Order) -> None:
+        if not order.is_paid:
+            return
+        cancelled = order.status is OrderStatus.CANCELLED
+        for line in order.lines:
+            self.shipped[line.sku] += line.quantity
+            if cancelled:  # a paid cancellation puts every unit back on the shelf
+                self.returned[line.sku] += line.quantity
+        for sku, qty in order.returned.items():
+            self.returned[sku] += qty
+
+    def _count_coupons(self, order: Order) -> None:
+        for code in order.coupon_codes:
+            if order.is_paid:
+                self.used[code] += 1
+            elif order.status is OrderStatus.PENDING:
+                self.held.setdefault(code, set()).add(order.id)
+
+    def _check(
+        self,
+        uow: UnitOfWork,
+        order: Order,
+        open_payment: set[str],
+        captured: Counter[str],
+        checked: Counter[str],
+    ) -> None:
+        found = self.found
+        oid, status = order.id, order.status
+        if status not in _ORDER_STATES:
+            found.append(Violation("illegal order state", (oid,), str(status)))
+            return
+        if captured[oid] > 1:
+            found.append(Violation("charged twice", (oid,), f"{captured[oid]} captured payments"))
+        reservation = (
+            uow.reservations.find_readonly(order.reservation_id)
+            if order.reservation_id is not None
+            else None
+        )
+        if order.is_paid and reservation is not None and reservation.status != inventory.COMMITTED:
+            found.append(
+                Violation(
+                    "order reservation",
+                    (oid, reservation.id),
+                    f"paid, but its reservation is {reservation.status}",
+                )
+            )
+        if status is OrderStatus.PENDING:
+            active = reservation is not None and reservation.status == inventory.ACTIVE
+            if active or oid in open_payment:
+                checked["orders_in_flight"] += 1
+            else:
+                state = reservation.status if reservation is not None else "missing"
+                found.append(
+                    Violation(
+                        "order stranded",
+                        (oid,),
+                        f"pending with no open payment and its reservation {state}",
+                    )
+                )
+        elif status in IN_FLIGHT_ORDER_STATES:
+            checked["orders_in_flight"] += 1
+        elif status is OrderStatus.CANCELLED and order.refund_due:
+            found.append(
+                Violation("order stranded", (oid,), f"cancelled with {order.refund_due} due")
+            )
+        else:
+            checked["orders_final"] += 1
+
+
 def audit_books(uow: UnitOfWork) -> Audit:
     """Check the books of ``uow``: money, ledger, stock, coupons, orders and payments."""
     found: list[Violation] = []
     checked: Counter[str] = Counter(dict.fromkeys(_BOOK_COUNTS, 0))
-    orders: dict[str, Order] = {o.id: o for o in uow.orders.values()}
-    payments = {p.id: p for p in uow.payments.values()}
+    payments: dict[str, _PaymentFacts] = {}
+    by_payments = 0  # captured minus refunded, over the payments
+    for payment in uow.payments.values():
+        payments[payment.id] = _PaymentFacts(payment.id, payment.order_id, payment.status)
+        by_payments += payment.captured.minor - payment.refunded.minor
+    orders = _OrderPass(uow, payments, checked)
     entries = list(uow.ledger)
-    checked.update(orders=len(orders), payments=len(payments), ledger_entries=len(entries))
+    checked.update(orders=len(orders.facts), payments=len(payments), ledger_entries=len(entries))
     _check_stock(uow, orders, found, checked)
-    _check_ledger(entries, orders, payments, found)
+    _check_ledger(entries, orders.facts, payments, by_payments, found)
     _check_coupons(uow, orders, found, checked)
-    _check_orders(uow, orders, payments, found, checked)
-    _check_payments(uow, orders, payments, found, checked)
+    found.extend(orders.found)
+    _check_payments(orders.facts, payments, found, checked)
     return Audit.of(found, checked)
 
 
 def _check_stock(
-    uow: UnitOfWork, orders: Mapping[str, Order], found: list[Violation], checked: Counter[str]
+    uow: UnitOfWork, orders: _OrderPass, found: list[Violation], checked: Counter[str]
 ) -> None:
     reserved: Counter[str] = Counter()
     for reservation in uow.reservations.values():
         if reservation.status == inventory.ACTIVE:
             for sku, qty in reservation.lines:
                 reserved[sku] += qty
-    shipped: Counter[str] = Counter()
-    returned: Counter[str] = Counter()
-    for order in orders.values():
-        if not order.is_paid:
-            continue
-        cancelled = order.status is OrderStatus.CANCELLED
-        for line in order.lines:
-            shipped[line.sku] += line.quantity
-            if cancelled:  # a paid cancellation puts every unit back on the shelf
-                returned[line.sku] += line.quantity
-        for sku, qty in order.returned.items():
-            returned[sku] += qty
-    items = list(uow.stock.values())
-    checked["skus"] = len(items)
-    for item in items:
+    shipped, returned = orders.shipped, orders.returned
+    skus: set[str] = set()
+    for item in uow.stock.values():
         sku = item.sku
+        skus.add(sku)
         available = item.on_hand - item.reserved
         if available < 0 or item.reserved < 0:
             found.append(Violation("negative stock", (sku,), f"available={available}"))
@@ -235,15 +360,17 @@ def _check_stock(
                         f"the item counts {counter} {name}, the orders {expected}",
                     )
                 )
-    unknown = sorted((reserved.keys() | shipped.keys()) - {item.sku for item in items})
+    checked["skus"] = len(skus)
+    unknown = sorted((reserved.keys() | shipped.keys()) - skus)
     for sku in unknown:
         found.append(Violation("stock conservation", (sku,), "ordered, but no stock item"))
 
 
 def _check_ledger(
     entries: list[Any],
-    orders: Mapping[str, Order],
-    payments: Mapping[str, Any],
+    orders: Mapping[str, _OrderFacts],
+    payments: Mapping[str, _PaymentFacts],
+    by_payments: int,
     found: list[Violation],
 ) -> None:
     for mismatch in reconcile(entries, orders.values()):
@@ -273,7 +400,6 @@ def _check_ledger(
         found.append(
             Violation("money", (), f"ledger balance {net.minor} != sum of paid orders {expected}")
         )
-    by_payments = sum(p.captured.minor - p.refunded.minor for p in payments.values())
     if net.minor != by_payments:
         found.append(
             Violation(
@@ -285,16 +411,9 @@ def _check_ledger(
 
 
 def _check_coupons(
-    uow: UnitOfWork, orders: Mapping[str, Order], found: list[Violation], checked: Counter[str]
+    uow: UnitOfWork, orders: _OrderPass, found: list[Violation], checked: Counter[str]
 ) -> None:
-    used: Counter[str] = Counter()
-    held: dict[str, set[str]] = {}
-    for order in orders.values():
-        for code in order.coupon_codes:
-            if order.is_paid:
-                used[code] += 1
-            elif order.status is OrderStatus.PENDING:
-                held.setdefault(code, set()).add(order.id)
+    used, held = orders.used, orders.held
     coupons = list(uow.coupons.values())
     checked["coupons"] = len(coupons)
     for coupon in coupons:
@@ -341,63 +460,9 @@ def _check_coupons(
             )
 
 
-def _check_orders(
-    uow: UnitOfWork,
-    orders: Mapping[str, Order],
-    payments: Mapping[str, Any],
-    found: list[Violation],
-    checked: Counter[str],
-) -> None:
-    open_payment = {p.order_id for p in payments.values() if p.status in _OPEN_PAYMENT}
-    captured = Counter(p.order_id for p in payments.values() if p.status in _CAPTURED)
-    legal = set(OrderStatus)
-    for order in orders.values():
-        oid, status = order.id, order.status
-        if status not in legal:
-            found.append(Violation("illegal order state", (oid,), str(status)))
-            continue
-        if captured[oid] > 1:
-            found.append(Violation("charged twice", (oid,), f"{captured[oid]} captured payments"))
-        reservation = (
-            uow.reservations.find_readonly(order.reservation_id)
-            if order.reservation_id is not None
-            else None
-        )
-        if order.is_paid and reservation is not None and reservation.status != inventory.COMMITTED:
-            found.append(
-                Violation(
-                    "order reservation",
-                    (oid, reservation.id),
-                    f"paid, but its reservation is {reservation.status}",
-                )
-            )
-        if status is OrderStatus.PENDING:
-            active = reservation is not None and reservation.status == inventory.ACTIVE
-            if active or oid in open_payment:
-                checked["orders_in_flight"] += 1
-            else:
-                state = reservation.status if reservation is not None else "missing"
-                found.append(
-                    Violation(
-                        "order stranded",
-                        (oid,),
-                        f"pending with no open payment and its reservation {state}",
-                    )
-                )
-        elif status in IN_FLIGHT_ORDER_STATES:
-            checked["orders_in_flight"] += 1
-        elif status is OrderStatus.CANCELLED and order.refund_due:
-            found.append(
-                Violation("order stranded", (oid,), f"cancelled with {order.refund_due} due")
-            )
-        else:
-            checked["orders_final"] += 1
-
-
 def _check_payments(
-    uow: UnitOfWork,
-    orders: Mapping[str, Order],
-    payments: Mapping[str, Any],
+    orders: Mapping[str, _OrderFacts],
+    payments: Mapping[str, _PaymentFacts],
     found: list[Violation],
     checked: Counter[str],
 ) -> None:
