@@ -88,6 +88,9 @@ DEFAULT_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 """The longest wait between two retries."""
 
+PAGE_ROWS = 500
+"""Rows a pass over a table reads per statement (it holds one page of blobs at a time)."""
+
 PICKLE_PROTOCOL = 5
 """The pickle protocol of the aggregate blobs."""
 
@@ -396,7 +399,11 @@ class SqliteRepository(Repository[T]):
         k = f'"{key}"'
         self._sql_get = f"SELECT data FROM {table} WHERE {k} = ?"
         self._sql_has = f"SELECT 1 FROM {table} WHERE {k} = ?"
-        self._sql_all = f"SELECT {k}, data FROM {table} ORDER BY rowid"
+        self._sql_last = f"SELECT coalesce(max(rowid), 0) FROM {table}"
+        self._sql_page = (
+            f"SELECT rowid, {k}, data FROM {table} WHERE rowid > ? AND rowid <= ? "
+            "ORDER BY rowid LIMIT ?"
+        )
         self._sql_count = f"SELECT count(*) FROM {table}"
         self._sql_delete = f"DELETE FROM {table} WHERE {k} = ?"
         names = ", ".join((k, "data", *columns))
@@ -468,13 +475,17 @@ class SqliteRepository(Repository[T]):
         self._forget(key)
 
     def values(self) -> Iterator[T]:
-        """Iterate over every aggregate in insertion order, for reading."""
-        # The rows are read now (the iteration sees the table as it is at the call); each
-        # aggregate is loaded only when the iteration reaches it and is not kept, so reading
-        # every cart or order of a long run holds the pickled rows, not the objects.
-        rows = self._db.execute(self._sql_all)
+        """Iterate over every aggregate in insertion order, for reading.
+
+        The pass covers the rows present at the call (rows added later are not in it). They
+        are read :data:`PAGE_ROWS` at a time, so a row changed during the pass is seen as it
+        was when its page was read.
+        """
+        # Rows are read a page at a time and each aggregate is loaded when reached and not
+        # kept, so a pass over every cart or order of a long run holds one page of blobs.
+        last = self._db.execute(self._sql_last)[0][0]
         cache = self._cache if self._undo is not None else {}
-        return _loaded(rows, cache, self._db.loads, self.kind)
+        return _loaded(_paged(self._db, self._sql_page, last), cache, self._db.loads, self.kind)
 
     def __contains__(self, key: object) -> bool:
         """Return True if an aggregate with this key exists."""
@@ -526,8 +537,29 @@ class SqliteRepository(Repository[T]):
         self._loaded = {}
 
 
+def _paged(db: _Database, sql: str, last: int) -> Iterator[tuple[Any, bytes]]:
+    """Yield ``(key, blob)`` of the rows with rowids up to ``last``, a page per statement.
+
+    ``sql`` selects ``rowid, key, data`` with ``rowid > ? AND rowid <= ?`` in rowid order,
+    ``LIMIT ?``. Rowids are assigned in insertion order (one above the largest), and updates
+    keep them, so the pages follow the table's order and rows added after ``last`` was read
+    fall beyond it (unless the row holding the largest rowid was deleted in between).
+    """
+    after = 0  # rowids assigned by SQLite start at 1
+    while after < last:
+        rows = db.execute(sql, (after, last, PAGE_ROWS))
+        if not rows:
+            return
+        for _, key, blob in rows:
+            yield key, blob
+        after = rows[-1][0]
+
+
 def _loaded(
-    rows: list[Any], cache: dict[Any, T], loads: Callable[[bytes, str], Any], kind: str
+    rows: Iterable[tuple[Any, bytes]],
+    cache: dict[Any, T],
+    loads: Callable[[bytes, str], Any],
+    kind: str,
 ) -> Iterator[T]:
     """Yield the aggregate of each ``(key, blob)`` row: the cached one, else the blob loaded."""
     for key, blob in rows:
@@ -589,7 +621,9 @@ class SqliteLog(AppendLog[T]):
         names = ", ".join(("data", *columns))
         marks = ", ".join("?" * (1 + len(columns)))
         self._sql_insert = f"INSERT INTO {table} ({names}) VALUES ({marks})"
-        self._sql_all = f"SELECT pos, data FROM {table} ORDER BY pos"
+        self._sql_page = (
+            f"SELECT pos, pos, data FROM {table} WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?"
+        )
         self._sql_len = f"SELECT coalesce(max(pos), 0) FROM {table}"  # no gaps: append-only
 
     def append(self, entry: T) -> T:
@@ -605,10 +639,14 @@ class SqliteLog(AppendLog[T]):
 
     def __iter__(self) -> Iterator[T]:
         """Iterate over the entries in the order they were appended."""
-        # As SqliteRepository.values: the rows now, each entry loaded when reached.
+        # As SqliteRepository.values: the entries appended by the call, a page at a time,
+        # each loaded when reached.
         loads, kind = self._db.loads, self.kind
-        rows = self._db.execute(self._sql_all)
-        return (loads(blob, f"{kind} entry {pos}") for pos, blob in rows)
+        last = self._db.execute(self._sql_len)[0][0]
+        return (
+            loads(blob, f"{kind} entry {pos}")
+            for pos, blob in _paged(self._db, self._sql_page, last)
+        )
 
     def __len__(self) -> int:
         """Return the number of entries."""

@@ -28,8 +28,9 @@ from sim.engine.audit import audit_books
 from sim.engine.runner import run
 from sim.scenario import load_scenario, parse_scenario
 from sim.scenario.errors import ScenarioError
+from sim.services import sqlite_store
 from sim.services.bus import MessageBus
-from sim.services.handlers import shopping
+from sim.services.handlers import fulfilment, shopping
 from sim.services.policies import ShopPolicies
 from sim.services.sqlite_store import (
     APPLICATION,
@@ -479,18 +480,27 @@ class GetAttr:
         return (getattr, (Money, "zero"))
 
 
-def test_values_reads_the_rows_at_the_call_and_loads_each_aggregate_when_reached(shop):
+@pytest.mark.parametrize("page", [1, 2, 500])
+def test_a_pass_covers_the_rows_at_the_call_a_page_at_a_time_each_loaded_when_reached(
+    shop, monkeypatch, page
+):
+    monkeypatch.setattr(sqlite_store, "PAGE_ROWS", page)
     first, second = buy(shop, ANN, {PEN: 1}), buy(shop, BOB, {MUG: 1})
     pay(shop, second)  # one ledger entry before the passes begin
     db = shop.orders._db
     loaded: list[str] = []
-    real = db.loads
+    statements: list[str] = []
+    real_loads, real_execute = db.loads, db.execute
 
     def counting(data: bytes, what: str):
         loaded.append(what)
-        return real(data, what)
+        return real_loads(data, what)
 
-    db.loads = counting
+    def executing(sql: str, params: tuple = ()):
+        statements.append(sql)
+        return real_execute(sql, params)
+
+    db.loads, db.execute = counting, executing
     try:
         orders = shop.orders.values()
         entries = iter(shop.ledger)
@@ -498,13 +508,21 @@ def test_values_reads_the_rows_at_the_call_and_loads_each_aggregate_when_reached
         assert next(orders).id == first
         assert loaded == [f"order {first!r}"]
         third = buy(shop, ANN, {BOOK: 1})  # added after the call: not in this pass
-        assert [o.id for o in orders] == [second]
+        # Cancelled (and refunded) after the call, before the pass reaches it: the pass sees
+        # the row as it was when its page was read (with the first order's, unless a page
+        # is a single row).
+        fulfilment.cancel_order(shop, BOB, second, 3.0, "changed my mind")
+        seen = OrderStatus.CANCELLED if page == 1 else OrderStatus.PROCESSING
+        assert [(o.id, o.status) for o in orders] == [(second, seen)]
         assert [o.id for o in shop.orders.values()] == [first, second, third]
-        pay(shop, first)  # a second entry, appended after the ledger pass began
-        assert [e.order_id for e in entries] == [second]
-        assert [e.order_id for e in shop.ledger] == [second, first]
+        # The refund was appended after the ledger pass began: only the charge is in it.
+        assert [e.kind for e in entries] == [EntryKind.CHARGE]
+        assert [e.kind for e in shop.ledger] == [EntryKind.CHARGE, EntryKind.REFUND]
     finally:
-        db.loads = real
+        db.loads, db.execute = real_loads, real_execute
+    pages = [sql for sql in statements if "LIMIT" in sql and "FROM orders" in sql]
+    # The first pass read its two rows in pages of ``page`` rows, the second its three.
+    assert len(pages) == -(-2 // page) + -(-3 // page)
 
 
 def test_the_restricted_unpickler_refuses_a_hostile_blob(shop, tmp_path):
