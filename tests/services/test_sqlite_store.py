@@ -525,6 +525,19 @@ def test_a_pass_covers_the_rows_at_the_call_a_page_at_a_time_each_loaded_when_re
     assert len(pages) == -(-2 // page) + -(-3 // page)
 
 
+def test_a_pass_skips_the_rows_removed_before_their_page_is_read(shop, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "PAGE_ROWS", 1)
+    for user in (ANN, BOB):
+        shopping.add_to_cart(shop, user, PEN, 1, 1.0)
+    carts = shop.carts.values()
+    assert next(carts).user_id == ANN
+    with shop:
+        shop.carts.remove(BOB)
+        shop.commit()
+    assert list(carts) == []  # the last page is empty: the pass ends there
+    assert [c.user_id for c in shop.carts.values()] == [ANN]
+
+
 def test_the_restricted_unpickler_refuses_a_hostile_blob(shop, tmp_path):
     order_id = buy(shop, ANN, {PEN: 1})
     target = tmp_path / "pwned"
