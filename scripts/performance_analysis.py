@@ -103,7 +103,7 @@ class Size:
 
 
 FULL = Size(7200.0, 900.0, 3600.0, (1, 4, 16), (1, 4), 4, 2000, (10_000, 100_000), 1800.0, 1200.0)
-QUICK = Size(1200.0, 300.0, 240.0, (1, 4, 16), (1, 4), 4, 300, (10_000, 100_000), 600.0, 300.0)
+QUICK = Size(1200.0, 300.0, 150.0, (1, 4, 16), (1, 4), 4, 300, (10_000, 100_000), 300.0, 300.0)
 
 
 # --- counting events --------------------------------------------------------------------------
@@ -558,7 +558,7 @@ class Row:
 
 
 def span(seconds: float) -> str:
-    """Return a simulated duration as whole hours or minutes (``2 h``, ``4 min``)."""
+    """Return a simulated duration in hours when whole (``2 h``), else in minutes (``2.5 min``)."""
     return f"{seconds / 3600:g} h" if seconds % 3600 == 0 else f"{seconds / 60:g} min"
 
 
@@ -694,6 +694,13 @@ def machine() -> dict[str, str]:
     }
 
 
+def _done(section: str, started: float) -> float:
+    """Print that a section is done and how long it took; return the time now."""
+    now = time.perf_counter()
+    print(f"  {section} section done ({now - started:.0f} s)", flush=True)
+    return now
+
+
 def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> list[Row]:
     """Run every section and return the rows of the table (``storage``: the scaling runs')."""
     rows: list[Row] = []
@@ -773,7 +780,7 @@ def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> lis
         Row(sec, "sessions per wall second", sessions / model_wall, "sessions/s"),
         Row(sec, "simulated seconds per wall second", scenario.horizon / model_wall, "x"),
     ]
-    print(f"  overhead section done ({time.perf_counter() - started:.0f} s)", flush=True)
+    started = _done("overhead", started)
 
     # 1b. where the time goes -----------------------------------------------------------------
     profiled = scenario_with(scenario, horizon=size.profile_horizon, warmup=0.0)
@@ -919,7 +926,7 @@ def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> lis
                 "bytes",
             )
         )
-    print("  scaling section done", flush=True)
+    started = _done("scaling", started)
 
     # 4. parallel replications -------------------------------------------------------------------
     cores = os.cpu_count() or 1
@@ -948,7 +955,7 @@ def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> lis
             speedup >= SPEEDUP_TARGET if cores >= 2 else None,
         ),
     ]
-    print("  parallel section done", flush=True)
+    started = _done("parallel", started)
 
     # 4b. storage: the same run on each store ---------------------------------------------------
     sec = f"Storage (the baseline, {span(size.storage_horizon)}, one run each)"
@@ -966,7 +973,7 @@ def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> lis
         rows.append(
             Row(sec, f"cost of {label_} against memory", walls[label_] / walls["memory"], "x")
         )
-    print("  storage section done", flush=True)
+    started = _done("storage", started)
 
     # 5. domain hot paths -------------------------------------------------------------------------
     hot = hot_paths(size)
@@ -990,6 +997,7 @@ def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> lis
                 )
             )
 
+    _done("hot paths", started)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "performance.csv")
     (out / "machine.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
