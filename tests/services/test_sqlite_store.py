@@ -7,6 +7,7 @@ which runs on both (conftest.py); this module tests what only real storage has.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import sqlite3
@@ -21,7 +22,7 @@ from sim.domain.errors import AlreadyExists, NotFound, OutOfStock
 from sim.domain.events import DomainEvent
 from sim.domain.ledger import EntryKind, make_entry
 from sim.domain.money import Money
-from sim.domain.orders import OrderStatus
+from sim.domain.orders import Order, OrderStatus
 from sim.domain.payments import Payment
 from sim.domain.users import PasswordHasher
 from sim.engine.audit import audit_books
@@ -536,6 +537,30 @@ def test_a_pass_skips_the_rows_removed_before_their_page_is_read(shop, monkeypat
         shop.commit()
     assert list(carts) == []  # the last page is empty: the pass ends there
     assert [c.user_id for c in shop.carts.values()] == [ANN]
+
+
+def test_the_audit_holds_one_order_of_a_file_store_at_a_time(shop):
+    placed = [buy(shop, user, {PEN: 1}) for user in (ANN, BOB, ANN, BOB, ANN)]
+    for order_id in placed[::2]:
+        pay(shop, order_id)
+    db = shop.orders._db
+    alive: list[int] = []
+    real = db.loads
+
+    def counting(data: bytes, what: str):
+        if what.startswith("order "):  # the orders in memory as the next one is loaded
+            alive.append(sum(type(o) is Order for o in gc.get_objects()))
+        return real(data, what)
+
+    db.loads = counting
+    try:
+        books = audit_books(shop)
+    finally:
+        db.loads = real
+    assert books.ok and books.checked["orders"] == 5
+    # Each order is loaded once, and only the one just checked is still held: the audit keeps
+    # a few facts per order, not the orders (holding them, it would reach four).
+    assert alive == [0, 1, 1, 1, 1]
 
 
 def test_the_restricted_unpickler_refuses_a_hostile_blob(shop, tmp_path):
