@@ -1,10 +1,12 @@
 """The performance benchmark: the engine against a bare SimPy skeleton, speed, memory, scaling.
 
 Run ``python scripts/performance_analysis.py [--quick] [--file-store] [--out DIR]``. It prints a
-table and writes ``DIR`` (default ``reports/performance/``): ``performance.csv`` (one row per
-figure, with its target and verdict) and PNG plots (``scaling.png``, ``hot_paths.png``,
-``overhead.png``). ``--quick`` runs small sizes in under a minute; the full run takes a few
-minutes. Nothing here is a test: targets are printed as met / not met.
+table and writes ``DIR`` (default ``reports/performance/``; with ``--file-store``
+``reports/performance/file-store/``, so that neither run overwrites the other's):
+``performance.csv`` (one row per figure, with its target and verdict) and PNG plots
+(``scaling.png``, ``hot_paths.png``, ``overhead.png``). ``--quick`` runs small sizes in under
+a minute; the full run takes about 8 minutes. Nothing here is a test: targets are printed as
+met / not met.
 
 What it measures (every figure in this one process run):
 
@@ -71,6 +73,7 @@ from sim.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
 
 BASELINE = ROOT / "scenarios" / "baseline.yaml"
 DEFAULT_OUT = ROOT / "reports" / "performance"
+FILE_STORE_OUT = DEFAULT_OUT / "file-store"
 
 
 # --- targets ----------------------------------------------------------------------------------
@@ -1001,7 +1004,7 @@ def benchmark(size: Size, out: Path, label: str, storage: str = "memory") -> lis
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "performance.csv")
     (out / "machine.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    plot_scaling(scaling, out / "scaling.png", label)
+    plot_scaling(scaling, out / "scaling.png", f"{label}, {where}")
     plot_hot_paths(hot, out / "hot_paths.png")
     plot_overhead(model_rate, bare_rate, out / "overhead.png")
     return rows
@@ -1011,7 +1014,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run the benchmark, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default reports/performance/, with --file-store "
+        "reports/performance/file-store/)",
+    )
     parser.add_argument(
         "--file-store",
         action="store_true",
@@ -1026,14 +1034,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     size, label = (QUICK, "quick") if args.quick else (FULL, "full")
     started = time.perf_counter()
-    rows = benchmark(size, args.out, label, "file" if args.file_store else "memory")
+    out = args.out or (FILE_STORE_OUT if args.file_store else DEFAULT_OUT)
+    rows = benchmark(size, out, label, "file" if args.file_store else "memory")
     print_table(rows)
     targets = [r for r in rows if r.met is not None]
     met = sum(bool(r.met) for r in targets)
     print(
         f"\ntargets met: {met} of {len(targets)}; total {time.perf_counter() - started:.0f} s; "
         f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-        f"written to {args.out}"
+        f"written to {out}"
     )
     return 0
 
