@@ -8,10 +8,11 @@ global: each run has a fresh Environment, so a run is a pure function of its inp
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import simpy
 
@@ -30,8 +31,20 @@ Progress = Callable[[float, float], None]
 ORDER_COLUMNS = ("order_id", "user", "placed_at", "status", "total", "refunded", "paid", "units")
 """Columns of the ``orders`` frame: one row per order in the store at the horizon."""
 
+ORDER_DTYPES = {
+    "placed_at": np.float64,
+    "total": np.int64,
+    "refunded": np.int64,
+    "paid": np.bool_,
+    "units": np.int64,
+}
+"""The numeric and boolean columns of the ``orders`` frame (money in minor units)."""
+
 LEDGER_COLUMNS = ("seq", "kind", "order_id", "amount", "time")
 """Columns of the ``ledger`` frame: one row per ledger entry."""
+
+LEDGER_DTYPES = {"seq": np.int64, "amount": np.int64, "time": np.float64}
+"""The numeric columns of the ``ledger`` frame (amounts in minor units)."""
 
 PROGRESS_STEPS = 100
 """How many times a run reports progress over its horizon."""
@@ -133,6 +146,7 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
     # order is loaded as the pass reaches it and dropped after.
     frames["orders"] = _frame(
         ORDER_COLUMNS,
+        ORDER_DTYPES,
         (
             (
                 o.id,
@@ -149,14 +163,17 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
     )
     frames["ledger"] = _frame(
         LEDGER_COLUMNS,
+        LEDGER_DTYPES,
         ((e.seq, e.kind.value, e.order_id, e.amount.minor, e.at) for e in world.uow.ledger),
     )
     return frames
 
 
-def _frame(columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> pd.DataFrame:
+def _frame(
+    columns: tuple[str, ...], dtypes: Mapping[str, type], rows: Iterable[tuple[Any, ...]]
+) -> pd.DataFrame:
     """Return a frame of ``columns`` from an iterable of row tuples, gathered column-wise."""
-    table = Table(columns)
+    table = Table(columns, dtypes)
     for row in rows:
         table.append(*row)
-    return table.frame()
+    return table.frame(release=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -35,6 +36,25 @@ def test_a_table_appends_rows_and_builds_one_frame():
         {"time": 1.5, "name": "b", "value": 2},
     ]
     assert str(frame["value"].dtype) == "int64"
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_declared_dtypes_convert_as_pandas_infers(release):
+    rows = [(0, 1, True, "a"), (1.5, 2, False, None), (None, 3, True, "c")]
+    declared = Table(["t", "n", "b", "s"], {"t": np.float64, "n": np.int64, "b": np.bool_})
+    inferred = Table(["t", "n", "b", "s"])
+    for row in rows:
+        declared.append(*row)
+        inferred.append(*row)
+    frame = declared.frame(release=release)
+    pd.testing.assert_frame_equal(frame, inferred.frame(), check_exact=True)
+    assert frame["t"].isna().tolist() == [False, False, True]  # None in a float column: NaN
+    assert len(declared) == (0 if release else 3)
+
+
+def test_dtypes_must_name_columns_of_the_table():
+    with pytest.raises(ValueError, match="not in"):
+        Table(["time"], {"tme": np.float64})
 
 
 def test_an_empty_table_has_its_columns_and_no_rows():

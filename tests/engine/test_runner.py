@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.domain.ledger import reconcile
+from sim.engine import recorder as recorder_module
 from sim.engine import runner
 from sim.engine.runner import PROGRESS_STEPS, Audit, RunResult, collect_frames, run
 from sim.engine.shoppers import CLOSED_SID_BASE
@@ -72,6 +73,26 @@ def _check_kpis(result: RunResult) -> None:
     lat = kpis["latency"]
     assert 0.0 < lat["p50"] <= lat["p95"] <= lat["p99"]
     assert (frames["requests"]["response"] >= 0).all()
+
+
+@pytest.mark.parametrize("mode", ["rows", "aggregate"])
+def test_declared_column_dtypes_give_the_frames_pandas_would_infer(monkeypatch, mode):
+    # The recorder's tables and the orders and ledger frames convert their numeric columns
+    # with declared dtypes (faster than pandas' inference); the frames must be the same.
+    scenario = parse_scenario(apply_overrides(smoke_data(), {"metrics": {"requests": mode}}))
+    declared = run(scenario)
+    for name in ("REQUEST_DTYPES", "SESSION_DTYPES", "PAYMENT_DTYPES", "ORDER_EVENT_DTYPES"):
+        monkeypatch.setattr(recorder_module, name, {})
+    monkeypatch.setattr(runner, "ORDER_DTYPES", {})
+    monkeypatch.setattr(runner, "LEDGER_DTYPES", {})
+    inferred = run(scenario)
+    assert list(declared.frames) == list(inferred.frames)
+    for name, frame in inferred.frames.items():
+        pd.testing.assert_frame_equal(declared.frames[name], frame, check_exact=True)
+    frames = declared.frames
+    assert min(len(frames[name]) for name in ("sessions", "payments", "orders", "ledger")) > 0
+    assert str(frames["orders"]["total"].dtype) == "int64"  # money: integer minor units
+    assert str(frames["sessions"]["returning"].dtype) == "bool"
 
 
 # --- determinism -------------------------------------------------------------------------------
