@@ -757,6 +757,9 @@ class Recommender:
         # SKU. Kept sorted as sales come in (a bisect and an insort per SKU of an order).
         self._ranked_in: dict[str, list[tuple[int, str]]] = {}
         self._top_all: tuple[int, list[str]] | None = None
+        # Per SKU, its top co-purchases as last ranked (k, SKUs): a SKU's page is viewed far
+        # more often than it is ordered, so the ranking is redone only when its pairs change.
+        self._top_pairs: dict[str, tuple[int, list[str]]] = {}
 
     def sales(self, sku: str) -> int:
         """Return how many recorded orders contained the SKU."""
@@ -796,7 +799,9 @@ class Recommender:
             self._top_all = None
             if category is not None:
                 self._leave(category, sku, units)
+        self._top_pairs.pop(sku, None)
         for other in self._pairs.pop(sku, {}):
+            self._top_pairs.pop(other, None)
             partners = self._pairs[other]
             del partners[sku]
             if not partners:
@@ -819,8 +824,9 @@ class Recommender:
             self._top_all = None
         if len(unique) > MAX_PAIR_BASKET:
             return
-        pairs = self._pairs
+        pairs, top_pairs = self._pairs, self._top_pairs
         for i, a in enumerate(unique):
+            top_pairs.pop(a, None)
             with_a = pairs.setdefault(a, {})
             for b in unique[i + 1 :]:
                 with_a[b] = with_a.get(b, 0) + 1
@@ -867,8 +873,15 @@ class Recommender:
         """
         if k < 1:
             return []
-        partners = self._pairs.get(sku, {})
-        picks = [s for s, _ in heapq.nsmallest(k, partners.items(), key=_pair_key)]
+        cached = self._top_pairs.get(sku)
+        if cached is not None and cached[0] >= k:
+            picks = cached[1][:k]  # the first k of a longer ranking are the top k
+        elif sku in self._pairs:  # (kept only for SKUs with pairs: those are bounded)
+            top = [s for s, _ in heapq.nsmallest(k, self._pairs[sku].items(), key=_pair_key)]
+            self._top_pairs[sku] = (k, top)
+            picks = top[:]
+        else:
+            picks = []
         if len(picks) < k:
             chosen = {sku, *picks}
             for candidate in self.best_sellers(category_of(sku), k + len(chosen)):

@@ -665,6 +665,49 @@ def test_bought_together_tops_up_with_category_best_sellers():
     assert rec.bought_together("G", 3, CATEGORY_OF) == ["A", "B", "C"]
 
 
+_SKUS = "ABCDEF"
+_CHANGES = st.lists(
+    st.one_of(
+        st.tuples(st.just("order"), st.lists(st.sampled_from(_SKUS), min_size=1, max_size=4)),
+        st.tuples(st.just("forget"), st.sampled_from(_SKUS)),
+    ),
+    max_size=12,
+)
+
+
+def _answers(rec: Recommender) -> dict[tuple[str, int], list[str]]:
+    # Longest first, so that the shorter answers can come from a kept ranking.
+    return {(sku, k): rec.bought_together(sku, k, CATEGORY_OF) for sku in _SKUS for k in (5, 2, 1)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(_CHANGES)
+def test_bought_together_answers_as_a_fresh_recommender_does(changes):
+    # The live recommender keeps each SKU's ranked partners between orders; a fresh one
+    # replaying the same history ranks from scratch. Every answer after every change must
+    # agree, so a ranking kept after an order or a forget changed the SKU's pairs fails here.
+    live = make_recommender()
+    _answers(live)
+    for done in range(1, len(changes) + 1):
+        kind, arg = changes[done - 1]
+        live.record_order(arg) if kind == "order" else live.forget(arg)
+        fresh = make_recommender()
+        for past_kind, past in changes[:done]:
+            fresh.record_order(past) if past_kind == "order" else fresh.forget(past)
+        assert _answers(live) == _answers(fresh)
+
+
+def test_bought_together_follows_new_orders_after_an_answer():
+    rec = make_recommender()
+    assert rec.bought_together("D", 1, CATEGORY_OF) == ["A"]
+    rec.record_order(["D", "E"])
+    rec.record_order(["D", "E"])
+    assert rec.bought_together("D", 1, CATEGORY_OF) == ["E"]
+    assert rec.bought_together("D", 2, CATEGORY_OF) == ["E", "A"]
+    rec.forget("E")
+    assert rec.bought_together("D", 1, CATEGORY_OF) == ["A"]
+
+
 def test_best_sellers_overall_and_per_category():
     rec = make_recommender()
     assert rec.best_sellers(None, 3) == ["A", "B", "C"]
