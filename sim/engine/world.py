@@ -118,6 +118,8 @@ class World:
     """SKUs with nothing available, kept in step by :meth:`on_stock_changed` (for search)."""
     sales_view: Mapping[str, int] = field(default_factory=dict)
     """The recommender's live sales table (SKU -> orders), for best-selling searches."""
+    search_queries: dict[tuple[str, bool], SearchQuery] = field(default_factory=dict)
+    """The searches shoppers run, by (category, in stock only), each built on first use."""
 
     def close_open_sessions(self, horizon: float) -> None:
         """Record every session still walking at the horizon, as ``in_flight``."""
@@ -146,12 +148,15 @@ class World:
     def search(self, rng: np.random.Generator) -> list[str]:
         """Run one catalog search by category (half of them in stock only); return the SKUs."""
         category = self.categories[int(rng.integers(len(self.categories)))]
-        query = SearchQuery(
-            category_id=category,
-            in_stock_only=bool(rng.random() < 0.5),
-            sort="best_selling",
-            page_size=SEARCH_PAGE_SIZE,
-        )
+        in_stock_only = bool(rng.random() < 0.5)
+        query = self.search_queries.get((category, in_stock_only))
+        if query is None:  # a query is immutable: build each one once
+            query = self.search_queries[category, in_stock_only] = SearchQuery(
+                category_id=category,
+                in_stock_only=in_stock_only,
+                sort="best_selling",
+                page_size=SEARCH_PAGE_SIZE,
+            )
         page = self.index.search(
             query, sales=self.sales_view, sold_out=self.sold_out, ranked=self.recommender.ranked_in
         )

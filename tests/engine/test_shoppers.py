@@ -350,6 +350,19 @@ def test_search_results_look_up_the_listed_products():
     assert row[8] == 1 + misses  # the search query plus one per miss
 
 
+def test_a_search_is_built_once_per_category_and_stock_filter():
+    world = world_of(tiny())
+    answers = [world.search(np.random.default_rng(seed)) for seed in range(40)]
+    queries = world.search_queries
+    # one query per (category, in stock only) drawn, each reused by every later search
+    assert 2 <= len(queries) <= 2 * len(world.categories)
+    for (category, in_stock_only), query in queries.items():
+        assert (query.category_id, query.in_stock_only) == (category, in_stock_only)
+        assert query.sort == "best_selling"
+    again = [world.search(np.random.default_rng(seed)) for seed in range(40)]
+    assert again == answers and len(world.search_queries) == len(queries)
+
+
 def _shopper(world, sid: int = 1, last_sku: str | None = None) -> shoppers.Shopper:
     shopper = shoppers.Shopper(
         sid=sid,
