@@ -145,9 +145,9 @@ def check_password_strength(password: str, email: str) -> None:
     problems: list[str] = []
     if len(password) < MIN_PASSWORD_LENGTH:
         problems.append(f"at least {MIN_PASSWORD_LENGTH} characters (got {len(password)})")
-    if not any(c.isalpha() for c in password):
+    if not any(map(str.isalpha, password)):
         problems.append("a letter")
-    if not any(c.isdigit() for c in password):
+    if not any(map(str.isdigit, password)):
         problems.append("a digit")
     if password and len(set(password)) == 1:
         problems.append("more than one distinct character")
