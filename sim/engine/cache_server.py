@@ -70,7 +70,7 @@ def lookups(
             yield request
             cache_wait += env.now - request.arrived
             yield env.timeout(service)
-        if world.cache_down:  # degraded: served from the database
+        if world.cache_outages:  # down (world.cache_down, read without a property call)
             misses += 1
             db_wait += yield from queries(world, 1, rng)
             continue

@@ -253,7 +253,8 @@ class Exponential(_Capped):
 
     def sample(self, rng: np.random.Generator) -> float:
         """Draw one value from ``rng``."""
-        return self._clamp(float(rng.exponential(self.scale)))
+        x = float(rng.exponential(self.scale))  # _clamp inline: a draw on every think time
+        return x if self.cap is None or x <= self.cap else self.cap
 
     def sample_many(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw ``n`` values from ``rng``."""
