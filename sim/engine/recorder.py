@@ -22,6 +22,7 @@ Requests come in one of two modes (``metrics.requests`` of the scenario):
 
 from __future__ import annotations
 
+import operator
 from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -145,6 +146,14 @@ _COUNT_FIELDS = ("requests", "db_queries", "cache_hits", "cache_misses")  # int6
 _BATCH_ROWS = 1 << 13  # histogram rows that frames() sums and sorts at a time (about 8k)
 
 
+_TYPECODES: dict[type, str] = {np.float64: "d", np.int64: "q"}
+"""The ``array`` type code a Table keeps a column of each packed dtype in."""
+
+_call: Callable[[Callable[[Any], Any], Any], Any] = getattr(
+    operator, "call", lambda function, value: function(value)
+)  # operator.call (Python 3.11+) applies in C
+
+
 class _Chunk(NamedTuple):
     """One folded buffer: the requests of interval ``k`` that arrived while it was open."""
 
@@ -156,29 +165,48 @@ class _Chunk(NamedTuple):
 
 
 class Table:
-    """Columns of equal length, appended row by row, turned into a DataFrame once."""
+    """Columns of equal length, appended row by row, turned into a DataFrame once.
 
-    __slots__ = ("_columns", "_dtypes", "_width", "names")
+    A column given the dtype float64 or int64 (``dtypes``) is kept packed, eight bytes a
+    value in an ``array.array``, rather than as a list of Python objects (some 32 bytes a
+    number), and becomes its frame column in one copy; its values must be numbers of that
+    kind: a row with any other value is refused whole. A bool column is a list converted
+    without inference. The other columns are lists, their dtype inferred by pandas (text,
+    or text with None).
+    """
+
+    __slots__ = ("_appenders", "_columns", "_dtypes", "_width", "names")
 
     def __init__(self, names: Sequence[str], dtypes: Mapping[str, type] | None = None) -> None:
         self.names = tuple(names)
-        self._columns: tuple[list[Any], ...] = tuple([] for _ in self.names)
         self._width = len(self.names)
-        # The numpy dtype of each column declared numeric (None: pandas infers it). A column
-        # is declared only if its values are always numbers of that kind; converting with a
-        # known dtype skips pandas' inference, several times faster on a long run's rows.
         known = dict(dtypes or {})
         unknown = set(known) - set(self.names)
         if unknown:
             raise ValueError(f"dtypes for columns not in {self.names}: {sorted(unknown)}")
+        for name, dtype in known.items():
+            if dtype not in _TYPECODES and dtype is not np.bool_:
+                raise ValueError(f"column {name!r}: dtype must be float64, int64 or bool")
         self._dtypes = tuple(known.get(name) for name in self.names)
+        self._columns: tuple[list[Any] | array[Any], ...] = tuple(
+            array(_TYPECODES[dtype]) if dtype in _TYPECODES else [] for dtype in self._dtypes
+        )
+        self._appenders = tuple(column.append for column in self._columns)
 
     def append(self, *values: Any) -> None:
         """Append one row (values in column order)."""
         if len(values) != self._width:
             raise ValueError(f"a row of {self.names} has {self._width} values, got {len(values)}")
-        # list.append mapped over (column, value) pairs: the loop runs in C, not in bytecode.
-        _SINK.extend(map(list.append, self._columns, values))
+        # Each column's append mapped over the values: the loop runs in C, not in bytecode.
+        try:
+            _SINK.extend(map(_call, self._appenders, values))
+        except (TypeError, OverflowError) as exc:
+            # A packed column refused its value: take back the columns already appended to.
+            rows = len(self._columns[-1])
+            for column in self._columns:
+                if len(column) > rows:
+                    del column[rows:]
+            raise ValueError(f"a row of {self.names} refused: {exc}") from None
 
     def __len__(self) -> int:
         """Return the number of rows."""
@@ -191,15 +219,14 @@ class Table:
         empty afterwards), so the rows and the frame are not both kept to the end of a run.
         """
         if not self._columns[0]:  # (an empty Series would be object, not float)
-            return pd.DataFrame(dict(zip(self.names, self._columns, strict=True)))
-        # A column at a time; with ``release`` each list is emptied once converted: the
-        # Python values of one column are freed before the next is converted, so a long run's
-        # rows are not held twice over (values in lists and in arrays) at the end of the run.
+            return pd.DataFrame({name: [] for name in self.names})
+        # A column at a time; with ``release`` each is emptied once converted, so a long
+        # run's rows are not held twice over (in the table and in the frame) at its end.
         converted = {}
         for name, column, dtype in zip(self.names, self._columns, self._dtypes, strict=True):
             converted[name] = pd.Series(column if dtype is None else np.array(column, dtype))
             if release:
-                column.clear()
+                del column[:]
         return pd.DataFrame(converted, copy=False)
 
 

@@ -40,7 +40,7 @@ def test_a_table_appends_rows_and_builds_one_frame():
 
 @pytest.mark.parametrize("release", [False, True])
 def test_declared_dtypes_convert_as_pandas_infers(release):
-    rows = [(0, 1, True, "a"), (1.5, 2, False, None), (None, 3, True, "c")]
+    rows = [(0, 1, True, "a"), (1.5, 2, False, None), (2.25, -(2**62), True, "c")]
     declared = Table(["t", "n", "b", "s"], {"t": np.float64, "n": np.int64, "b": np.bool_})
     inferred = Table(["t", "n", "b", "s"])
     for row in rows:
@@ -48,8 +48,28 @@ def test_declared_dtypes_convert_as_pandas_infers(release):
         inferred.append(*row)
     frame = declared.frame(release=release)
     pd.testing.assert_frame_equal(frame, inferred.frame(), check_exact=True)
-    assert frame["t"].isna().tolist() == [False, False, True]  # None in a float column: NaN
+    assert [str(t) for t in frame.dtypes[:3]] == ["float64", "int64", "bool"]
     assert len(declared) == (0 if release else 3)
+    if release:  # emptied, and ready for more rows
+        declared.append(*rows[0])
+        pd.testing.assert_frame_equal(declared.frame(), inferred.frame().iloc[:1])
+
+
+@pytest.mark.parametrize("bad", [(None, 1, "x"), (1.0, 2.5, "x"), (1.0, 2**63, "x"), ("1", 1, "x")])
+def test_a_row_a_packed_column_refuses_is_refused_whole(bad):
+    table = Table(["t", "n", "s"], {"t": np.float64, "n": np.int64})
+    table.append(0.5, 1, "a")
+    with pytest.raises(ValueError, match="refused"):
+        table.append(*bad)
+    assert len(table) == 1
+    pd.testing.assert_frame_equal(
+        table.frame(), pd.DataFrame({"t": [0.5], "n": [1], "s": ["a"]}), check_exact=True
+    )
+
+
+def test_a_packed_dtype_must_be_float_int_or_bool():
+    with pytest.raises(ValueError, match="float64, int64 or bool"):
+        Table(["t"], {"t": np.float32})
 
 
 def test_dtypes_must_name_columns_of_the_table():
