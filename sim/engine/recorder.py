@@ -2,10 +2,10 @@
 
 Actors call the ``on_*`` methods and append to the tables as things happen; nothing is
 aggregated during the run except what must be (time-weighted station statistics live in the
-stations). Columns are plain Python lists, one per field, so appending a row costs a handful of
-list appends and ``frames()`` builds each DataFrame in one go at the end. Domain events reach
-the recorder through the message bus (the order lifecycle), so actors do not repeat what the
-domain says.
+stations). Each field is a column of its own: numbers packed in an ``array.array`` (eight
+bytes a value), text in a list, so appending a row costs a handful of appends and ``frames()``
+builds each DataFrame in one go at the end. Domain events reach the recorder through the
+message bus (the order lifecycle), so actors do not repeat what the domain says.
 
 Requests come in one of two modes (``metrics.requests`` of the scenario):
 
