@@ -67,6 +67,18 @@ def test_a_row_a_packed_column_refuses_is_refused_whole(bad):
     )
 
 
+def test_rows_append_the_same_without_operator_call(monkeypatch):
+    # Python 3.10 has no operator.call: the recorder falls back to a plain function.
+    monkeypatch.setattr(recorder_module, "_call", lambda function, value: function(value))
+    table = Table(["t", "n", "s"], {"t": np.float64, "n": np.int64})
+    table.append(0.5, 1, "a")
+    with pytest.raises(ValueError, match="refused"):
+        table.append(1.0, None, "b")
+    pd.testing.assert_frame_equal(
+        table.frame(), pd.DataFrame({"t": [0.5], "n": [1], "s": ["a"]}), check_exact=True
+    )
+
+
 def test_a_packed_dtype_must_be_float_int_or_bool():
     with pytest.raises(ValueError, match="float64, int64 or bool"):
         Table(["t"], {"t": np.float32})
