@@ -359,8 +359,11 @@ def test_a_search_is_built_once_per_category_and_stock_filter():
     for (category, in_stock_only), query in queries.items():
         assert (query.category_id, query.in_stock_only) == (category, in_stock_only)
         assert query.sort == "best_selling"
+    built = dict(queries)  # a copy: the world's dict is the one the searches fill
     again = [world.search(np.random.default_rng(seed)) for seed in range(40)]
-    assert again == answers and len(world.search_queries) == len(queries)
+    assert again == answers
+    assert world.search_queries.keys() == built.keys()
+    assert all(world.search_queries[key] is query for key, query in built.items())
 
 
 def _shopper(world, sid: int = 1, last_sku: str | None = None) -> shoppers.Shopper:
