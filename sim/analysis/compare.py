@@ -693,16 +693,25 @@ def _ci(values: np.ndarray, confidence: float = 0.95) -> MeanCI:
 def _planned(
     results: Mapping[str, Sequence[RunSummary]], kpis: Sequence[str], precision: float
 ) -> int:
-    """Return the replications every watched KPI of every variant needs (at least the current)."""
+    """Return the replications every watched KPI of every variant needs (at least the current).
+
+    A KPI can be missing (NaN) in some replications, e.g. the checkout latency of a run with no
+    checkout: its interval then rests on fewer values than replications were run. The values
+    it still needs are scaled by the share of replications that gave one, so a KPI whose
+    interval is too wide always asks for more replications than were run.
+    """
     check_kpis((s for rows in results.values() for s in rows), kpis, "precision KPI")
     current = min(len(v) for v in results.values())
     needed = current
     for summaries in results.values():
+        have = len(summaries)
         for kpi in kpis:
             ci = _ci(kpi_values(summaries, kpi))
             if ci.n == 0:
                 continue  # no data at all: no number of replications makes it precise
-            needed = max(needed, replications_needed(ci, precision))
+            values = replications_needed(ci, precision)
+            if values > ci.n:  # not precise yet: ceil(values * have / n) > have
+                needed = max(needed, -(-values * have // ci.n))
     return needed
 
 
@@ -737,7 +746,8 @@ def replicate(
     half-width, e.g. 0.05), rounds of replications are added to every variant alike until each
     of ``precision_kpis`` has a 95 % CI no wider than that relative to its mean in every variant,
     or ``max_replications`` is reached. Each round asks for ``n (r / precision)^2``
-    replications (the largest over KPIs and variants), a pure function of the results so far,
+    replications (the largest over KPIs and variants; more when a KPI is missing in some of
+    them, see :func:`_planned`), a pure function of the results so far,
     so the stopping point does not depend on the executor. ``progress(done, total)`` counts runs.
     """
     if not variants:

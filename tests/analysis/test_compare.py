@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -491,6 +492,45 @@ def test_precision_ignores_a_kpi_without_data():
         max_replications=4,
     )
     assert done.precise is True and done.rounds == (2,)
+
+
+class _Scripted(InProcessExecutor):
+    """Answers each replication with a given value of one KPI (NaN: the run had none)."""
+
+    def __init__(self, values: Sequence[float]) -> None:
+        self.values = values
+
+    def map(self, fn, tasks, *, progress=None):  # type: ignore[no-untyped-def]
+        del fn, progress
+        return [_summary(t.label, t.replication, wait=self.values[t.replication]) for t in tasks]
+
+
+@pytest.mark.parametrize(
+    ("values", "rounds", "precise"),
+    [
+        # one value in four replications: no interval yet; two values wanted, at one in four
+        # replications that is eight, capped at six
+        ([1.0, NAN, NAN, NAN, NAN, NAN], (4, 6), False),
+        # three values, 6.0 % wide against 5 %: 3 (6.0/5)^2 = 4.3 -> 5 values, at 3 in 10
+        # replications that is 17 replications, not the 10 already run
+        ([1.0, 1.0242, 0.9758, *[NAN] * 17], (10, 17), False),
+        # the same three values and a fourth: 3.1 % wide, precise at the first look
+        ([1.0, 1.0242, 0.9758, 1.0, *[NAN] * 6], (10,), True),
+    ],
+)
+def test_precision_counts_the_replications_a_missing_kpi_needs(values, rounds, precise):
+    done = replicate(
+        [Variant("v", mmc(20, 1))],
+        rounds[0],
+        seed=1,
+        executor=_Scripted(values),
+        precision=0.05,
+        precision_kpis=["wait"],
+        max_replications=rounds[-1],
+    )
+    assert done.rounds == rounds and done.precise is precise
+    values = kpi_values(done.summaries["v"], "wait")
+    assert precise_enough([mean_ci(values[np.isfinite(values)])], 0.05) is precise
 
 
 def test_table_shows_settings_that_are_not_numbers():
