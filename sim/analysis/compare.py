@@ -857,11 +857,17 @@ def _significant(ci: MeanCI) -> bool:
 # --- the comparison -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Verdict:
-    """Which variant wins on one KPI, against the runner-up, and whether that is established.
+    """Which variant wins on one KPI, and whether its win over every other variant is established.
 
-    ``difference`` is the paired CI of ``best - runner_up``; ``established`` is True when it
-    excludes zero; ``confidence`` is ``1 - p`` of the paired t-test. ``tie`` marks KPIs whose
-    values are identical in every variant and replication. ``best`` is None without data.
+    ``runner_up`` has the second-best mean. The best is compared with each of the other
+    variants with data by a paired t-test; with ``m`` of them each test is Bonferroni-adjusted
+    (its interval at ``level = 1 - (1 - 0.95) / m``, its p-value times ``m``), so that the
+    claim "better than all of them" holds with 95 % confidence jointly. ``contender`` is the
+    variant of the least settled of those tests (the largest adjusted p-value; the runner-up
+    when two variants have data), ``difference`` the CI of ``best - contender`` at ``level``
+    and ``p_value`` its adjusted p-value. ``established`` is True when every one of the
+    intervals excludes zero; ``confidence`` is ``1 - p``. ``tie`` marks KPIs whose values are
+    identical in every variant and replication. ``best`` is None without data.
     """
 
     kpi: str
@@ -875,6 +881,8 @@ class Verdict:
     established: bool
     tie: bool
     variants_with_data: int
+    contender: str | None = None
+    level: float = 0.95
 
     @property
     def confidence(self) -> float:
@@ -979,7 +987,7 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def verdict(self, kpi: str, direction: str | None = None) -> Verdict:
-        """Return which variant wins on ``kpi`` and whether the win over the runner-up holds."""
+        """Return which variant wins on ``kpi`` and whether its win over every other one holds."""
         direction = direction or KPI_DIRECTIONS.get(kpi, "lower")
         if direction not in ("lower", "higher"):
             raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
@@ -997,10 +1005,18 @@ class Comparison:
                 kpi, direction, best, None, best_stat.mean, nan, empty, nan, False, False, 1
             )
         runner, runner_stat = ranked[1]
-        diff, p = self.difference(best, kpi, against=runner)
+        rivals = len(ranked) - 1
+        level = 1.0 - (1.0 - self.confidence) / rivals
+        values = self.values(best, kpi)
+        tests = []  # (rival, CI of best - rival at ``level``, Bonferroni-adjusted p-value)
+        for rival, _ in ranked[1:]:
+            ci, p = paired_difference(values, self.values(rival, kpi), level)
+            tests.append((rival, ci, min(1.0, p * rivals)))
+        # The least settled test decides; an unknown p-value (fewer than two pairs) is the least.
+        contender, diff, p = max(tests, key=lambda t: math.inf if math.isnan(t[2]) else t[2])
+        established = all(_significant(ci) and sign * ci.mean > 0 for _, ci, _ in tests)
         columns = [self.values(label, kpi) for label, _ in with_data]
         tie = all(np.array_equal(columns[0], c, equal_nan=True) for c in columns[1:])
-        established = _significant(diff) and sign * diff.mean > 0
         return Verdict(
             kpi,
             direction,
@@ -1013,6 +1029,8 @@ class Comparison:
             established,
             tie,
             len(with_data),
+            contender,
+            level,
         )
 
     def verdicts(self, kpis: Iterable[str] | None = None) -> list[Verdict]:

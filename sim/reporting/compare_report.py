@@ -176,8 +176,9 @@ def _fmt_confidence(p: float) -> str:
 def verdict_sentence(verdict: Verdict) -> str:
     """Return one sentence on a verdict: who wins and with what confidence, or no verdict.
 
-    Without a win the sentence says the difference is not established (its paired 95 % CI
-    includes zero).
+    Without a win the sentence says the difference is not established: the paired CI of the
+    best against its contender includes zero. With more than two variants the sentence says
+    the tests against each of the others are adjusted together (Bonferroni).
     """
     label = kpi_label(verdict.kpi)
     kind = kpi_kind(verdict.kpi)
@@ -191,27 +192,43 @@ def verdict_sentence(verdict: Verdict) -> str:
     if verdict.runner_up is None:
         return f"{label}: only {verdict.best} has data ({_fmt(verdict.best_mean, kind)})."
     word = "lowest" if verdict.direction == "lower" else "highest"
+    contender = verdict.contender or verdict.runner_up
+    rivals = verdict.variants_with_data - 1
     d = verdict.difference
     if d.mean == 0.0 and d.half_width == 0.0:
         return (
-            f"{label}: no winner; {verdict.best} and {verdict.runner_up} share the {word} value "
+            f"{label}: no winner; {verdict.best} and {contender} share the {word} value "
             f"({_fmt(verdict.best_mean, kind)}) in every replication."
         )
-    interval = f"95 % CI {_fmt_diff(d.low, kind)} to {_fmt_diff(d.high, kind)}"
+    interval = (
+        f"{verdict.level * 100:.3g} % CI {_fmt_diff(d.low, kind)} to {_fmt_diff(d.high, kind)}"
+    )
+    means = (
+        f"{_fmt(verdict.best_mean, kind)} against {_fmt(verdict.runner_up_mean, kind)} for "
+        f"the runner-up {verdict.runner_up}"
+    )
+    p, confidence = _fmt_p(verdict.p_value), _fmt_confidence(verdict.p_value)
+    if verdict.established and rivals == 1:
+        return (
+            f"{verdict.best} wins on {label.lower()} ({verdict.direction} is better): {means}; "
+            f"the paired difference {_fmt_diff(d.mean, kind)} ({interval}) excludes zero, so "
+            f"the win is established with 95 % confidence (paired t-test p = {p}, confidence "
+            f"{confidence})."
+        )
     if verdict.established:
         return (
-            f"{verdict.best} wins on {label.lower()} ({verdict.direction} is better): "
-            f"{_fmt(verdict.best_mean, kind)} against {_fmt(verdict.runner_up_mean, kind)} for "
-            f"the runner-up {verdict.runner_up}; the paired difference "
-            f"{_fmt_diff(d.mean, kind)} ({interval}) excludes zero, so the win is established "
-            f"with 95 % confidence (paired t-test p = {_fmt_p(verdict.p_value)}, confidence "
-            f"{_fmt_confidence(verdict.p_value)})."
+            f"{verdict.best} wins on {label.lower()} ({verdict.direction} is better): {means}; "
+            f"its paired differences from each of the other {rivals} variants exclude zero, so "
+            f"the win is established with 95 % confidence over all of them (Bonferroni: each "
+            f"interval at {verdict.level * 100:.3g} %). The closest call is {contender}: "
+            f"{_fmt_diff(d.mean, kind)} ({interval}, adjusted p = {p}, confidence {confidence})."
         )
+    adjusted = f", adjusted for the {rivals} comparisons (Bonferroni)" if rivals > 1 else ""
     return (
         f"{label}: the difference is not established. {verdict.best} has the {word} mean "
         f"({_fmt(verdict.best_mean, kind)}), but its paired difference from "
-        f"{verdict.runner_up} ({_fmt_diff(d.mean, kind)}, {interval}) includes zero "
-        f"(p = {_fmt_p(verdict.p_value)}); more replications may settle it."
+        f"{contender} ({_fmt_diff(d.mean, kind)}, {interval}) includes zero "
+        f"(p = {p}{adjusted}); more replications may settle it."
     )
 
 
@@ -591,6 +608,8 @@ def _comparison_summary(comparison: Comparison, wall_seconds: float | None) -> d
                     "direction": v.direction,
                     "best": v.best,
                     "runner_up": v.runner_up,
+                    "contender": v.contender,
+                    "level": v.level,
                     "best_mean": v.best_mean,
                     "runner_up_mean": v.runner_up_mean,
                     "difference": v.difference.mean,

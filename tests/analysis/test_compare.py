@@ -313,7 +313,12 @@ def test_comparison_verdicts(made_up):
     assert latency.difference.mean == pytest.approx(-0.001)
     assert latency.difference.low < 0 < latency.difference.high
     assert not latency.established and not latency.tie
-    assert 0.5 < latency.p_value < 1.0
+    # three variants: each of the best's two tests is Bonferroni-adjusted
+    assert (latency.contender, latency.level) == ("two", 0.975)
+    raw = paired_difference(
+        made_up.values("three", "latency.mean"), made_up.values("two", "latency.mean"), 0.975
+    )
+    assert latency.difference == raw[0] and raw[1] > 0.5 and latency.p_value == 1.0
     two_vs_one = made_up.difference("two", "latency.mean")
     assert two_vs_one[0].mean == pytest.approx(-0.1025)
     throughput = made_up.verdict("throughput")
@@ -531,6 +536,43 @@ def test_precision_counts_the_replications_a_missing_kpi_needs(values, rounds, p
     assert done.rounds == rounds and done.precise is precise
     values = kpi_values(done.summaries["v"], "wait")
     assert precise_enough([mean_ci(values[np.isfinite(values)])], 0.05) is precise
+
+
+def _three_way(b_offset: float, c_noise: float) -> Comparison:
+    """A beats B by 1 with tight pairing; C has B's mean less 0.5 and noise ``c_noise``."""
+    rng = np.random.default_rng(3)
+    common = rng.normal(100.0, 5.0, 10)
+    values = {
+        "A": common + 2.0 + rng.normal(0.0, 0.2, 10),
+        "B": common + 2.0 - b_offset + rng.normal(0.0, 0.2, 10),
+    }
+    c = common + rng.normal(0.0, c_noise, 10)
+    values["C"] = c - c.mean() + values["B"].mean() - 0.5
+    return Comparison(
+        variants=tuple(Variant(label, mmc(10, 1)) for label in "CBA"),
+        summaries={
+            label: [_summary(label, i, throughput=v) for i, v in enumerate(values[label])]
+            for label in "CBA"
+        },
+        seed=1,
+        replications=10,
+    )
+
+
+def test_a_win_needs_every_other_variant_beaten_not_only_the_runner_up():
+    """Best against a tightly paired runner-up is clear; against a noisy third it is not."""
+    noisy = _three_way(b_offset=1.0, c_noise=8.0)
+    verdict = noisy.verdict("throughput")
+    assert (verdict.best, verdict.runner_up, verdict.contender) == ("A", "B", "C")
+    a, b, c = (noisy.values(label, "throughput") for label in "ABC")
+    assert paired_difference(a, b)[1] < 1e-6  # the runner-up alone would say "established"
+    against_c, p_c = paired_difference(a, c, 0.975)
+    assert verdict.difference == against_c and verdict.p_value == pytest.approx(min(1, 2 * p_c))
+    assert against_c.low < 0 < against_c.high and not verdict.established
+    # C as steady as B: the win over both holds, and the closest call is still named
+    steady = _three_way(b_offset=1.0, c_noise=0.2).verdict("throughput")
+    assert steady.established and steady.level == 0.975
+    assert steady.contender in ("B", "C") and steady.p_value < 0.05
 
 
 def test_table_shows_settings_that_are_not_numbers():

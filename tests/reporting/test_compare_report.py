@@ -147,6 +147,22 @@ def test_verdict_sentences():
     assert verdict_sentence(_verdict(runner_up=None, p_value=NAN)) == (
         "Page response p95: only b has data (50 ms)."
     )
+    three = dict(variants_with_data=3, contender="c", level=0.975)
+    assert verdict_sentence(_verdict(**three)) == (
+        "b wins on page response p95 (lower is better): 50 ms against 80 ms for the runner-up a; "
+        "its paired differences from each of the other 2 variants exclude zero, so the win is "
+        "established with 95 % confidence over all of them (Bonferroni: each interval at "
+        "97.5 %). The closest call is c: -30 ms (97.5 % CI -40 ms to -20 ms, adjusted p = "
+        "0.0002, confidence 99.98 %)."
+    )
+    unsettled = verdict_sentence(
+        _verdict(**three, established=False, difference=MeanCI(-0.03, 0.05, -0.08, 0.02, 5))
+    )
+    assert unsettled.endswith(
+        "but its paired difference from c (-30 ms, 97.5 % CI -80 ms to +20 ms) includes zero "
+        "(p = 0.0002, adjusted for the 2 comparisons (Bonferroni)); more replications may "
+        "settle it."
+    )
     slow = verdict_sentence(_verdict(best_mean=130.0, runner_up_mean=2.5, p_value=NAN))
     assert "2.17 min against 2.5 s" in slow and "confidence unknown" in slow
 
