@@ -36,10 +36,12 @@ from scipy import stats as _scipy_stats
 
 from sim.analysis.executors import Executor, InProcessExecutor, TaskProgress
 from sim.analysis.stats import (
+    COUNT_KPIS,
     MSER_BATCH,
     MeanCI,
     flatten_numeric,
     mean_ci,
+    missing_is_zero,
     mser,
     replications_needed,
 )
@@ -87,8 +89,8 @@ __all__ = [
 ReplicationProgress = Callable[[int, float, float], None]
 """Called as ``progress(replication, simulated_now, horizon)`` while replications run."""
 
-ZERO_FILL = ("orders_by_state", "payment_outcomes")
-"""KPI prefixes that are counts: a key missing from a replication means 0 there."""
+ZERO_FILL = COUNT_KPIS
+"""KPI keys (``fnmatch`` patterns) that are counts: a key missing from a replication means 0."""
 
 WARMUP_KPIS = (
     "throughput",
@@ -678,7 +680,7 @@ def station_of_path(path: str) -> str | None:
 # --- replications of variants, with optional sequential stopping ----------------------------------
 def kpi_values(summaries: Sequence[RunSummary], kpi: str) -> np.ndarray:
     """Return one KPI's value per replication (NaN where missing; 0 for a missing count)."""
-    default = 0.0 if kpi.startswith(tuple(f"{p}." for p in ZERO_FILL)) else float("nan")
+    default = 0.0 if missing_is_zero(kpi, ZERO_FILL) else float("nan")
     return np.array([s.flat.get(kpi, default) for s in summaries], dtype=float)
 
 

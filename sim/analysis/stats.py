@@ -5,7 +5,8 @@
 - :func:`percentile` / :func:`percentiles` -- linear-interpolation percentiles (numpy's default,
   the same as :func:`sim.engine.metrics.latency_summary`), NaN for no data.
 - :func:`flatten_numeric` -- a nested KPI dict as ``{"latency.p95": 0.07, ...}``.
-- :func:`summarize_replications` -- per-replication KPI dicts to a :class:`MeanCI` per KPI.
+- :func:`summarize_replications` -- per-replication KPI dicts to a :class:`MeanCI` per KPI;
+  :data:`COUNT_KPIS` / :func:`missing_is_zero` -- the KPIs a replication without the key has 0 of.
 - :func:`mser` -- MSER-5 warm-up deletion: where to cut an output series' initial transient.
 - :func:`relative_half_width`, :func:`replications_needed`, :func:`precise_enough` --
   sequential stopping: add replications until every relative half-width is small enough.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from numbers import Real
 from typing import Any
 
@@ -23,12 +25,14 @@ import numpy as np
 from scipy import stats as _scipy_stats
 
 __all__ = [
+    "COUNT_KPIS",
     "MSER_BATCH",
     "MSER_MAX_FRACTION",
     "MeanCI",
     "Truncation",
     "flatten_numeric",
     "mean_ci",
+    "missing_is_zero",
     "mser",
     "percentile",
     "percentiles",
@@ -39,6 +43,18 @@ __all__ = [
 ]
 
 NAN = float("nan")
+
+COUNT_KPIS = ("orders_by_state.*", "payment_outcomes.*", "latency_by_page.*.count")
+"""KPI keys (``fnmatch`` patterns) that are counts: a replication without the key had none.
+
+A page no shopper requested in a replication has no ``latency_by_page`` entry there: its count
+is 0, while its percentiles stay undefined (missing, left out of their sample).
+"""
+
+
+def missing_is_zero(key: str, patterns: Sequence[str] = COUNT_KPIS) -> bool:
+    """Return True when ``key`` matches one of ``patterns``: missing from a run, it means 0."""
+    return any(fnmatchcase(key, pattern) for pattern in patterns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +147,16 @@ def summarize_replications(
     ``kpi_dicts`` holds one (nested) KPI dict per replication; leaves are flattened with dots
     (``"latency.p95"``, ``"utilisation.app.utilisation"``). Keys keep their first-appearance order.
     A KPI missing from a replication, or NaN / infinite there, is left out of that KPI's sample
-    (its ``n`` says how many replications count), except under a prefix in ``zero_fill``
-    (counts such as ``"orders_by_state"``), where a missing key means 0.
+    (its ``n`` says how many replications count), except for keys matching a pattern of
+    ``zero_fill`` (counts, such as :data:`COUNT_KPIS`), where a missing key means 0.
     """
     flats = [flatten_numeric(kpis) for kpis in kpi_dicts]
     keys: dict[str, None] = {}
     for flat in flats:
         keys.update(dict.fromkeys(flat))
-    prefixes = tuple(f"{p}." for p in zero_fill)
     result: dict[str, MeanCI] = {}
     for key in keys:
-        default = 0.0 if key.startswith(prefixes) else NAN
+        default = 0.0 if missing_is_zero(key, zero_fill) else NAN
         sample = [flat.get(key, default) for flat in flats]
         finite = [v for v in sample if math.isfinite(v)]
         result[key] = mean_ci(finite, confidence) if finite else MeanCI(NAN, NAN, NAN, NAN, 0)

@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import sim
-from sim.analysis.stats import flatten_numeric, summarize_replications
+from sim.analysis.stats import COUNT_KPIS, flatten_numeric, summarize_replications
 from sim.analysis.theory import mgc_wait, mmc
 from sim.engine.metrics import aggregate_request_series, is_aggregate, page_latency_quantiles
 from sim.engine.recorder import AGGREGATE_FRAMES, cache_from_stats
@@ -96,8 +96,6 @@ SCV_TOLERANCE = 0.1
 
 SUMMARY_FORMAT = 1
 """Version of summary.json's layout."""
-
-_ZERO_FILL = ("orders_by_state", "payment_outcomes")
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -369,7 +367,7 @@ def _build_summary(
     if n == 1:
         kpis: dict[str, Any] = jsonable(first.kpis)
     else:
-        stats = summarize_replications([r.kpis for r in results], zero_fill=_ZERO_FILL)
+        stats = summarize_replications([r.kpis for r in results], zero_fill=COUNT_KPIS)
         flats = [flatten_numeric(r.kpis) for r in results]
         kpis = {
             key: {

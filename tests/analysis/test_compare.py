@@ -304,6 +304,10 @@ def test_comparison_table_rows_and_columns(made_up):
     assert math.isnan(base["diff"]) and not base["significant"]
     counts = table[table["kpi"] == "orders_by_state.paid"].set_index("variant")["mean"]
     assert counts.to_dict() == {"one": 0.75, "two": 0.0, "three": 0.0}  # missing counts are 0
+    page = [_summary("v", 0, latency_by_page__admin__count=3.0, latency_by_page__admin__p95=0.02)]
+    page += [_summary("v", i) for i in (1, 2, 3)]
+    assert kpi_values(page, "latency_by_page.admin.count").tolist() == [3.0, 0.0, 0.0, 0.0]
+    assert np.isnan(kpi_values(page, "latency_by_page.admin.p95")[1:]).all()
     assert made_up.table() is not made_up.table()  # a copy each time
 
 

@@ -7,9 +7,11 @@ import pytest
 from scipy import stats as scipy_stats
 
 from sim.analysis.stats import (
+    COUNT_KPIS,
     MeanCI,
     flatten_numeric,
     mean_ci,
+    missing_is_zero,
     percentile,
     percentiles,
     summarize_replications,
@@ -135,13 +137,30 @@ def test_summarize_replications_gives_mean_and_half_width_per_leaf():
     assert summary["utilisation.app.utilisation"].n == 3
 
 
+def test_a_page_missing_from_a_replication_counts_zero_there_but_has_no_percentile():
+    reps = [
+        {"latency_by_page": {"admin": {"count": 3, "p95": 0.02}, "home": {"count": 9}}},
+        {"latency_by_page": {"home": {"count": 7}}},
+        {"latency_by_page": {}, "orders_by_state": {"paid": 2}},
+        {"latency_by_page": {}},
+    ]
+    summary = summarize_replications(reps, zero_fill=COUNT_KPIS)
+    assert summary["latency_by_page.admin.count"] == mean_ci([3.0, 0.0, 0.0, 0.0])
+    assert summary["latency_by_page.home.count"] == mean_ci([9.0, 7.0, 0.0, 0.0])
+    assert summary["orders_by_state.paid"] == mean_ci([0.0, 0.0, 2.0, 0.0])
+    assert summary["latency_by_page.admin.p95"].n == 1  # a percentile of no request: missing
+    assert missing_is_zero("payment_outcomes.declined")
+    assert not missing_is_zero("latency_by_page.admin.p95")
+    assert not missing_is_zero("latency.count")  # every run has it: never filled in
+
+
 def test_summarize_replications_skips_missing_and_nan_values_unless_zero_filled():
     reps = [
         {"payment_success": float("nan"), "orders_by_state": {"cancelled": 2}, "pages": {"a": 1}},
         {"payment_success": 0.9, "orders_by_state": {"processing": 4}},
         {"payment_success": 0.8, "orders_by_state": {"cancelled": 1, "processing": 2}},
     ]
-    summary = summarize_replications(reps, zero_fill=["orders_by_state"])
+    summary = summarize_replications(reps, zero_fill=["orders_by_state.*"])
     assert summary["payment_success"].n == 2
     assert summary["payment_success"].mean == pytest.approx(0.85)
     assert summary["orders_by_state.cancelled"] == mean_ci([2.0, 0.0, 1.0])
