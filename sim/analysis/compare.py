@@ -639,11 +639,27 @@ def scenario_variants(
     return _own_stores(variants)
 
 
-def _own_stores(variants: list[Variant]) -> list[Variant]:
-    """Give each variant its own SQLite file (``-v1``, ``-v2``, ...) when they name one."""
+def _own_stores(variants: Sequence[Variant]) -> list[Variant]:
+    """Give each variant its own SQLite file (``-v1``, ``-v2``, ...) when two name the same one.
+
+    Variants run side by side on a process pool: on one file they would delete and write one
+    another's shop. Variants whose files differ already are returned as they are.
+    """
+    files = [_store_file(v.scenario) for v in variants]
+    named = [f for f in files if f is not None]
+    if len(set(named)) == len(named):
+        return list(variants)
     return [
         replace(v, scenario=with_own_store(v.scenario, f"v{i + 1}")) for i, v in enumerate(variants)
     ]
+
+
+def _store_file(scenario: Scenario) -> str | None:
+    """Return the SQLite file a scenario's shop is kept in (None: memory or SQLite in memory)."""
+    storage = scenario.storage
+    if storage.kind != "sqlite" or storage.path is None or storage.path == ":memory:":
+        return None
+    return str(Path(storage.path).resolve())
 
 
 def with_own_store(scenario: Scenario, tag: str) -> Scenario:
@@ -653,7 +669,7 @@ def with_own_store(scenario: Scenario, tag: str) -> Scenario:
     store file of its own, or they would write to one another's shop.
     """
     storage = scenario.storage
-    if storage.kind != "sqlite" or storage.path is None or storage.path == ":memory:":
+    if _store_file(scenario) is None or storage.path is None:
         return scenario
     path = Path(storage.path)
     tagged = str(path.with_name(f"{path.stem}-{tag}{path.suffix}"))
@@ -768,6 +784,7 @@ def replicate(
             )
     root = variants[0].scenario.seed if seed is None else seed
     executor = executor if executor is not None else InProcessExecutor()
+    variants = _own_stores(variants)
     data = [v.scenario.to_data() for v in variants]
     results: dict[str, list[RunSummary]] = {v.label: [] for v in variants}
     rounds: list[int] = []
@@ -1081,6 +1098,7 @@ def compare(
     """
     if len(variants) < 2:
         raise ValueError(f"a comparison needs at least two variants, got {len(variants)}")
+    variants = _own_stores(variants)  # as replicate() would: the comparison shows the files used
     done = replicate(
         variants,
         replications,

@@ -5,6 +5,7 @@ import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -594,6 +595,42 @@ def test_table_shows_settings_that_are_not_numbers():
     table = comparison.table()
     assert list(table["stations.database.query"]) == ["{'constant': 0.001}", "{'constant': 0.002}"]
     assert table["stations.nothing"].isna().all()
+
+
+class _Recording(InProcessExecutor):
+    """Runs in process and keeps the tasks it was given."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Any] = []
+
+    def map(self, fn, tasks, *, progress=None):  # type: ignore[no-untyped-def]
+        self.tasks.extend(tasks)
+        return super().map(fn, tasks, progress=progress)
+
+
+def test_grid_variants_on_one_sqlite_file_run_on_files_of_their_own(tmp_path):
+    """On a pool, variants sharing one file would delete each other's shop mid-run."""
+    shop = tmp_path / "shop.db"
+    overrides = ["horizon=20s", "warmup=0", "storage.kind=sqlite", f"storage.path={shop}"]
+    variants = grid_variants(SMOKE, [("stations.app.servers", ["4", "8"])], overrides)
+    assert {v.scenario.storage.path for v in variants} == {str(shop)}  # as the grid makes them
+    executor = _Recording()
+    comparison = compare(variants, 2, seed=1, executor=executor)
+    used = {(t.label, t.scenario["storage"]["path"]) for t in executor.tasks}
+    own = [str(tmp_path / "shop-v1.db"), str(tmp_path / "shop-v2.db")]
+    assert used == {("servers=4", own[0]), ("servers=8", own[1])}
+    assert [v.scenario.storage.path for v in comparison.variants] == own
+    written = sorted(p.name for p in tmp_path.glob("*.db"))
+    assert written == ["shop-v1-rep1.db", "shop-v1.db", "shop-v2-rep1.db", "shop-v2.db"]
+    # replicate() on its own does the same; variants on files of their own are left alone
+    again = _Recording()
+    replicate(variants, 1, seed=1, executor=again)
+    assert {t.scenario["storage"]["path"] for t in again.tasks} == set(own)
+    assert replicate(comparison.variants, 1, seed=1, executor=again).summaries.keys() == {
+        "servers=4",
+        "servers=8",
+    }
+    assert {t.scenario["storage"]["path"] for t in again.tasks[2:]} == set(own)
 
 
 def test_variants_that_name_a_sqlite_file_each_get_their_own():
