@@ -18,7 +18,6 @@ import sim
 import sim.engine.runner as runner
 from sim.domain import users
 from sim.domain.errors import (
-    AccountLocked,
     AuthenticationFailed,
     DomainError,
     SessionInvalid,
@@ -239,6 +238,17 @@ def test_an_unknown_email_costs_the_same_hashing_as_a_wrong_password():
             )
         assert str(failed.value) == accounts.LOGIN_FAILED  # no account enumeration
     assert hashed == ["hash", "verify"]  # one key derivation each
+    # a failure that locks, then the right password while locked: one derivation each, and
+    # the same answer as for an address without an account
+    locking = LoginPolicy(max_failures=2, lockout_seconds=60.0)
+    for password in ("Wrong-pass-1", PASSWORD):
+        with pytest.raises(AuthenticationFailed) as failed:
+            accounts.login(
+                shop.uow, "customer@shop.example", password, 2.0, hasher=hasher, policy=locking
+            )
+        assert str(failed.value) == accounts.LOGIN_FAILED
+    assert shop.uow.users.find_readonly(shop.customer).is_locked(2.0)
+    assert hashed == ["hash", "verify", "verify", "hash"]
 
 
 # --- lockout -------------------------------------------------------------------------------------
@@ -261,11 +271,13 @@ def test_failed_logins_lock_the_account_then_it_reopens():
             login("Wrong-pass-123", 10.0 + n)
     user = uow.users.find_readonly(shop.customer)
     assert (user.failed_logins, user.locked_until) == (3, 612.0)
-    with pytest.raises(AccountLocked) as locked:
+    with pytest.raises(AuthenticationFailed) as locked:
         login(PASSWORD, 100.0)  # even the right password, while locked
-    assert (
-        str(locked.value) == f"user {shop.customer} is locked after 3 failed logins until t=612.0s"
-    )
+    # the answer of an unknown address: a lockout would tell that the account exists
+    with pytest.raises(AuthenticationFailed) as unknown:
+        accounts.login(uow, "nobody@shop.example", PASSWORD, 100.0, hasher=hasher, policy=policy)
+    assert str(locked.value) == str(unknown.value) == accounts.LOGIN_FAILED
+    assert shop.customer not in str(locked.value)
     assert [type(e) for e in events if isinstance(e, (LoginFailed, AccountLockedOut))] == [
         LoginFailed, LoginFailed, LoginFailed, AccountLockedOut,
     ]  # fmt: skip

@@ -121,9 +121,11 @@ def login(
 ) -> str:
     """Check the credentials and open a session; return its token.
 
-    An unknown e-mail and a wrong password both raise AuthenticationFailed with the same
-    message (and cost the same hashing work); a wrong password's failure count and any
-    lockout are committed before the error is raised. A locked account raises AccountLocked.
+    An unknown e-mail, a wrong password and a locked account all raise AuthenticationFailed
+    with the same message and cost the same hashing work, so an answer never tells whether an
+    address has an account (a lockout that only real accounts show would). A wrong password's
+    failure count and any lockout are committed before the error is raised; the lockout is
+    visible to the shop as the ``AccountLockedOut`` event, not to whoever tries to log in.
     """
     try:
         normalized = normalize_email(email)
@@ -135,6 +137,9 @@ def login(
             hasher.hash(password)  # the same work as a real check: no timing side channel
             raise AuthenticationFailed(LOGIN_FAILED)
         user: User = uow.users.get(claim.user_id)
+        if user.is_locked(now):
+            hasher.hash(password)  # the work a check would do, even the right password refused
+            raise AuthenticationFailed(LOGIN_FAILED)
         if not user.verify_login(password, hasher, now, policy):
             uow.commit()
             raise AuthenticationFailed(LOGIN_FAILED)
