@@ -31,7 +31,7 @@ def round_div(numerator: int, denominator: int) -> int:
     return quotient if numerator >= 0 else -quotient
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Money:
     """An amount of one currency in integer minor units (cents for USD)."""
 
@@ -69,10 +69,11 @@ class Money:
         Half a cent rounds away from zero, as :func:`round_div` does.
         """
         try:
-            cents = (Decimal(repr(float(value))) * 100).to_integral_value(ROUND_HALF_UP)
-        except (InvalidOperation, ValueError, OverflowError):
+            cents = int((Decimal(repr(float(value))) * 100).to_integral_value(ROUND_HALF_UP))
+        except (InvalidOperation, ValueError, OverflowError, TypeError):
+            # int() of a NaN is a ValueError, of an infinity an OverflowError
             raise InvalidAmount(f"not a finite amount: {value!r}") from None
-        return cls(int(cents), currency)
+        return cls(cents, currency)
 
     def _check(self, other: Money) -> None:
         if self.currency != other.currency:
@@ -104,6 +105,27 @@ class Money:
 
     __rmul__ = __mul__
 
+    # Amounts of one currency compare; two currencies raise CurrencyMismatch (no exchange rate).
+    def __lt__(self, other: Money) -> bool:
+        """Return True if this amount is smaller than ``other`` (same currency)."""
+        self._check(other)
+        return self.minor < other.minor
+
+    def __le__(self, other: Money) -> bool:
+        """Return True if this amount is at most ``other`` (same currency)."""
+        self._check(other)
+        return self.minor <= other.minor
+
+    def __gt__(self, other: Money) -> bool:
+        """Return True if this amount is larger than ``other`` (same currency)."""
+        self._check(other)
+        return self.minor > other.minor
+
+    def __ge__(self, other: Money) -> bool:
+        """Return True if this amount is at least ``other`` (same currency)."""
+        self._check(other)
+        return self.minor >= other.minor
+
     def __neg__(self) -> Money:
         """Return the negated amount."""
         return Money(-self.minor, self.currency)
@@ -124,11 +146,14 @@ class Money:
         """Split this amount in proportion to ``weights`` so that the parts sum exactly.
 
         Remainders go to the largest fractional parts first (ties to the earliest weight).
+        Weights that are all zero split zero into zeros; a non-zero amount has no such split.
         """
         if not weights or any(w < 0 for w in weights):
             raise InvalidAmount(f"weights must be non-negative and not empty, got {weights!r}")
         total = sum(weights)
         if total == 0:
+            if self.minor:
+                raise InvalidAmount(f"cannot allocate {self} by weights that are all zero")
             return [Money(0, self.currency) for _ in weights]
         sign = -1 if self.minor < 0 else 1
         magnitude = abs(self.minor)

@@ -65,7 +65,9 @@ def test_allocate_sums_exactly_and_favours_largest_remainders():
     assert Money(1000).allocate([1, 1, 1]) == [Money(334), Money(333), Money(333)]
     assert Money(100).allocate([1, 0, 3]) == [Money(25), Money(0), Money(75)]
     assert Money(-10).allocate([1, 2]) == [Money(-3), Money(-7)]
-    assert Money(5).allocate([0, 0]) == [Money(0), Money(0)]
+    assert Money(0).allocate([0, 0]) == [Money(0), Money(0)]
+    with pytest.raises(InvalidAmount, match="weights that are all zero"):
+        Money(5).allocate([0, 0])  # no split of 5 cents sums to 5
     with pytest.raises(InvalidAmount):
         Money(5).allocate([])
     with pytest.raises(InvalidAmount):
@@ -77,13 +79,42 @@ def test_allocate_sums_exactly_and_favours_largest_remainders():
     st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=20),
 )
 def test_allocate_parts_always_sum_to_the_whole(amount: int, weights: list[int]):
+    if not sum(weights) and amount:
+        with pytest.raises(InvalidAmount):
+            Money(amount).allocate(weights)
+        return
     parts = Money(amount).allocate(weights)
     assert len(parts) == len(weights)
+    assert sum(p.minor for p in parts) == amount
     if sum(weights):
-        assert sum(p.minor for p in parts) == amount
         # every part is within one cent of its exact share
         for part, w in zip(parts, weights, strict=True):
             assert abs(part.minor * sum(weights) - amount * w) < sum(weights)
+
+
+def test_amounts_of_one_currency_order_and_two_currencies_refuse_to():
+    assert Money(100) < Money(200) <= Money(200) and Money(300) > Money(200) >= Money(200)
+    assert sorted([Money(5), Money(-1), Money(3)]) == [Money(-1), Money(3), Money(5)]
+    assert max(Money(5, "EUR"), Money(3, "EUR")) == Money(5, "EUR")
+    for compare in (
+        lambda: Money(100, "EUR") < Money(200),
+        lambda: Money(100, "EUR") <= Money(200),
+        lambda: Money(100, "EUR") > Money(200),
+        lambda: Money(100, "EUR") >= Money(200),
+        lambda: max(Money(5), Money(3, "EUR")),
+    ):
+        with pytest.raises(CurrencyMismatch, match="EUR"):
+            compare()
+    assert Money(1, "EUR") != Money(1)  # equality never raises: different currencies differ
+
+
+def test_from_units_rounds_half_up_and_refuses_what_is_not_a_finite_number():
+    assert Money.from_units(19.995) == Money(2000)  # repr 19.995, half a cent up
+    assert Money.from_units(-0.005) == Money(-1)
+    assert Money.from_units(12.3, "EUR") == Money(1230, "EUR")
+    for bad in (float("nan"), float("inf"), float("-inf"), "twelve"):
+        with pytest.raises(InvalidAmount, match="not a finite amount"):
+            Money.from_units(bad)  # type: ignore[arg-type]
 
 
 def test_str_and_total():
