@@ -226,13 +226,15 @@ class ShippingRule:
     per_item: Money = _ZERO
 
     def __post_init__(self) -> None:
-        """Reject negative fees and mixed currencies."""
+        """Reject negative fees and mixed currencies (a zero per-item fee takes ``flat``'s)."""
         for name, amount in (("flat", self.flat), ("free_over", self.free_over)):
             if amount is not None and amount.minor < 0:
                 raise InvalidAmount(f"shipping {name} must not be negative, got {amount}")
         if self.per_item.minor < 0:
             raise InvalidAmount(f"shipping per_item must not be negative, got {self.per_item}")
         currency = self.flat.currency
+        if not self.per_item.minor and self.per_item.currency != currency:
+            object.__setattr__(self, "per_item", Money(0, currency))  # the default, say
         for amount in (self.free_over, self.per_item):
             if amount is not None and amount.currency != currency:
                 raise CurrencyMismatch(f"shipping rule mixes {currency} and {amount.currency}")

@@ -180,6 +180,11 @@ class Coupon(ShallowCopied, EventSource):
         """Return the currency of the coupon's amounts."""
         return self.amount.currency if self.kind == FIXED else self.min_purchase.currency
 
+    @property
+    def _any_currency(self) -> bool:
+        """A percentage with no minimum purchase names no amount: it applies in any currency."""
+        return self.kind != FIXED and not self.min_purchase.minor
+
     def is_valid_at(self, now: float) -> bool:
         """Return True if ``now`` lies in the validity period."""
         start, end = self.valid_from, self.valid_until
@@ -224,22 +229,28 @@ class Coupon(ShallowCopied, EventSource):
                     f"limit {limit} per customer"
                 )
 
-    def _eligible(self, lines: Sequence[EligibleLine]) -> tuple[list[int], int]:
-        """Return the indices of the eligible lines and their subtotal in minor units."""
+    def _eligible(self, lines: Sequence[EligibleLine]) -> tuple[list[int], int, str]:
+        """Return the indices of the eligible lines, their subtotal (minor units), the currency.
+
+        The lines must be in the coupon's currency, or, for a percentage with no minimum, all
+        in one currency, which the discount is then in.
+        """
         categories = self.categories
-        currency = self.currency
+        currency = None if self._any_currency else self.currency
         indices: list[int] = []
         subtotal = 0
         for i, line in enumerate(lines):
             if categories is None or line.category_id in categories:
                 amount = line.amount
-                if amount.currency != currency:
+                if currency is None:
+                    currency = amount.currency
+                elif amount.currency != currency:
                     raise CurrencyMismatch(
                         f"coupon {self.code} is in {currency}, a line is in {amount.currency}"
                     )
                 indices.append(i)
                 subtotal += amount.minor
-        return indices, subtotal
+        return indices, subtotal, currency or self.currency
 
     def _discount_minor(self, eligible_subtotal: int) -> int:
         if self.kind == PERCENT:
@@ -266,7 +277,7 @@ class Coupon(ShallowCopied, EventSource):
         """
         self._check_period(now)
         self._check_limits(user_id, uses_by_user)
-        indices, subtotal = self._eligible(lines)
+        indices, subtotal, currency = self._eligible(lines)
         if not indices:
             where = (
                 "the cart is empty"
@@ -276,7 +287,6 @@ class Coupon(ShallowCopied, EventSource):
             raise CouponNotApplicable(f"coupon {self.code} does not apply: {where}")
         minimum = self.min_purchase.minor
         if subtotal < minimum:
-            currency = self.currency
             raise CouponMinimumNotMet(
                 f"coupon {self.code}: minimum purchase {_money(minimum, currency)}, "
                 f"eligible subtotal {_money(subtotal, currency)}"
@@ -288,7 +298,7 @@ class Coupon(ShallowCopied, EventSource):
                     f"coupon {self.code} cannot be combined with other coupons "
                     f"({', '.join(others)})"
                 )
-        return indices, Money(self._discount_minor(subtotal), self.currency)
+        return indices, Money(self._discount_minor(subtotal), currency)
 
     def check(
         self,
@@ -311,8 +321,8 @@ class Coupon(ShallowCopied, EventSource):
         A percentage of the eligible subtotal (rounded by money.py), or the fixed amount
         capped at the eligible subtotal.
         """
-        _, subtotal = self._eligible(lines)
-        return Money(self._discount_minor(subtotal), self.currency)
+        _, subtotal, currency = self._eligible(lines)
+        return Money(self._discount_minor(subtotal), currency)
 
     # --- usage accounting --------------------------------------------------------------------
     def hold(self, order_id: str, user_id: str, now: float) -> None:

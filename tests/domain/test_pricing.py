@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from sim.domain.carts import PricedLine, ShippingRule, TaxPolicy, price_cart
 from sim.domain.coupons import FIXED, PERCENT, Coupon
-from sim.domain.errors import CouponNotStackable
+from sim.domain.errors import CouponNotStackable, CurrencyMismatch
 from sim.domain.money import Money
 
 CATEGORIES = ("books", "toys", "food", "garden")
@@ -149,3 +149,35 @@ def test_partial_returns_refund_exactly_the_line_total(cart, tax, data):
         refunded += part.minor
         returned += units
     assert refunded == lp.total.minor
+
+
+def test_a_cart_in_another_currency_prices_with_the_default_fees_and_a_percentage():
+    """Nothing that names no amount (a zero fee, a percentage) pins the cart to USD."""
+    lines = [
+        PricedLine("a", "books", Money(1000, "EUR"), 2),
+        PricedLine("b", "toys", Money(500, "EUR"), 1),
+    ]
+    shipping = ShippingRule(Money(499, "EUR"))  # per_item left at its zero default
+    assert shipping.per_item == Money(0, "EUR")
+    ten = Coupon.create("P10", PERCENT, 1000)
+    priced = price_cart(
+        lines, coupons=[ten], tax=TaxPolicy(0), shipping=shipping, user_id="u", now=0.0
+    )
+    assert priced.discount == Money(250, "EUR")
+    assert priced.total == Money(2500 - 250 + 499, "EUR")
+    # a minimum purchase names an amount: that coupon is in its currency only
+    floor = Coupon.create("P10EUR", PERCENT, 1000, min_purchase=Money(100, "EUR"))
+    usd = [PricedLine("a", "books", Money(1000), 1)]
+    with pytest.raises(CurrencyMismatch, match="coupon P10EUR is in EUR, a line is in USD"):
+        price_cart(
+            usd,
+            coupons=[floor],
+            tax=TaxPolicy(0),
+            shipping=ShippingRule(Money(0)),
+            user_id="u",
+            now=0.0,
+        )
+    with pytest.raises(CurrencyMismatch, match="a line is in USD"):  # one cart, one currency
+        ten.discount([*lines, *usd])
+    with pytest.raises(CurrencyMismatch, match="shipping rule mixes EUR and USD"):
+        ShippingRule(Money(499, "EUR"), per_item=Money(100))
