@@ -90,6 +90,9 @@ SLO_ALIASES: dict[str, str] = {
 _TIME_PREFIXES = ("latency.", "checkout_latency.", "latency_by_page.", "wait.", "service.")
 _RATE_KPIS = ("throughput", "sessions_per_second")
 _SLO_RE = re.compile(r"^\s*([A-Za-z_][\w.:-]*)\s*(<=|>=|=<|=>|<|>|=)\s*(.+?)\s*$")
+_RATIO_KPIS = ("payment_success", "conversion", "cache_hit_rate")
+_RATIO_SUFFIXES = (".utilisation", ".hit_rate")
+_CAPACITY_LEAVES = ("servers", "pool", "workers")
 _WAIT_STATIONS = {"wait.app": "app", "wait.database": "database", "wait.cache": "cache"}
 
 
@@ -180,6 +183,11 @@ def parse_slo(text: str) -> Slo:
     target = _parse_target(kpi, value, text)
     if target < 0:
         raise ValueError(f"--slo {text!r}: the target must not be negative")
+    if (kpi in _RATIO_KPIS or kpi.endswith(_RATIO_SUFFIXES)) and target > 1:
+        raise ValueError(
+            f"--slo {text!r}: {kpi} is a share (0 to 1, or 0 % to 100 %); "
+            f"no run reaches {value.strip()}"
+        )
     return Slo(name, kpi, comparison, target, value.strip())
 
 
@@ -205,9 +213,14 @@ def _ms(seconds: float) -> str:
 
 # --- the analytic twin's first guess --------------------------------------------------------------
 def capacity_value(scenario: Scenario, path: str) -> int:
-    """Return the integer capacity at ``path`` of a scenario; ``ValueError`` if it is not one."""
+    """Return the integer capacity at ``path`` of a scenario; ``ValueError`` if it is not one.
+
+    A capacity is the servers, pool or workers of a station, gateway or warehouse (not any
+    integer of the scenario, such as its seed or replications).
+    """
     value = lookup(scenario.to_data(), path)
-    if isinstance(value, bool) or not isinstance(value, int):
+    is_capacity = station_of_path(path) is not None and path.endswith(_CAPACITY_LEAVES)
+    if not is_capacity or isinstance(value, bool) or not isinstance(value, int):
         shown = "nothing" if value is None else repr(value)
         raise ValueError(
             f"--size {path!r} is not an integer capacity of the scenario (found {shown}); "

@@ -56,6 +56,10 @@ def test_parse_slo(text, expected):
         ("payment_success>=lots", "could not convert"),
         ("payment_success>=inf", "the target must be a finite number"),
         ("conversion>=-0.5", "must not be negative"),
+        ("payment_success>=1.5", "payment_success is a share (0 to 1, or 0 % to 100 %)"),
+        ("conversion>=7", "no run reaches 7"),
+        ("cache_hit_rate>=101%", "cache_hit_rate is a share"),
+        ("utilisation.app.utilisation<=1.2", "utilisation.app.utilisation is a share"),
     ],
 )
 def test_parse_slo_rejects(text, message):
@@ -105,7 +109,12 @@ def test_capacity_value():
     smoke = load_scenario(SMOKE)
     assert capacity_value(smoke, "stations.app.servers") == 4
     assert capacity_value(smoke, "payments.gateways.card-a.servers") == 4
-    for path in ("stations.app.service", "stations.app.cores", "stations.cache.policy"):
+    assert capacity_value(smoke, "stations.database.pool") == smoke.stations.database.pool
+    assert capacity_value(smoke, "fulfilment.warehouses.east.workers") == 2
+    assert parse_slo("payment_success>=100%").target == 1.0  # a share of 1 is reachable
+    # integers of the scenario that are not capacities: the search would make no sense
+    paths = ("seed", "replications", "population.users", "catalog.products")
+    for path in ("stations.app.service", "stations.app.cores", "stations.cache.policy", *paths):
         with pytest.raises(ValueError, match=f"--size '{path}' is not an integer capacity"):
             capacity_value(smoke, path)
 
