@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -149,14 +151,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--replications must be >= 1, got {replications}")
     seed = scenario.seed
     final = args.out if args.out is not None else _run_folder(scenario, seed)
-    _out_is_usable(final)
+    target = _out_is_usable(final)
     _storage_is_usable(args.scenario, scenario, replications)
     with (
         _open_executor(args, replications, only_if_asked=True) as executor,
         _progress(scenario, replications, quiet=args.quiet) as progress,
     ):
         results = run_many(scenario, replications, seed=seed, progress=progress, executor=executor)
-    with _staged(final) as staging:
+    with _staged(target) as staging:
         write_run_report(results, staging)
     if not args.quiet:
         print(format_summary(results))
@@ -176,8 +178,23 @@ def _audit_status(results: list[RunResult]) -> int:
 
 
 def _run_folder(scenario: Scenario, seed: int) -> Path:
+    return _new_folder(scenario.name, "", seed)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_FOLDER_NAME_MAX = 100
+
+
+def _new_folder(name: str, kind: str, seed: int) -> Path:
+    """Return ``reports/<name>/[<kind>-]<stamp>-seed<seed>``, numbered if it exists already.
+
+    The scenario's name is free text; its folder keeps letters, digits, ``.``, ``-`` and
+    ``_`` (anything else becomes ``_``, leading and trailing dots go), so no name can reach
+    outside ``reports/`` (``..``, ``/tmp/x``), nest folders or make an invalid file name.
+    """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = REPORTS / scenario.name / f"{stamp}-seed{seed}"
+    folder_name = _UNSAFE.sub("_", name).strip("._")[:_FOLDER_NAME_MAX] or "scenario"
+    base = REPORTS / folder_name / f"{kind + '-' if kind else ''}{stamp}-seed{seed}"
     folder, n = base, 1
     while folder.exists():
         n += 1
@@ -192,8 +209,11 @@ def _staged(final: Path) -> Iterator[Path]:
     A failed or interrupted write leaves no half-written folder, and an earlier report at
     ``final`` is replaced only once the new one is complete.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as exc:
+        raise UsageError(f"{final}: cannot write the report there: {exc.strerror}") from None
     try:
         yield staging
     except BaseException:
@@ -270,14 +290,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     folder: Path = args.run_dir
     if not (folder / "summary.json").is_file():
         raise UsageError(f"{folder}: not a run folder (no summary.json)")
-    with _staged(folder) as staging:  # rebuilt beside it, swapped in only when complete
+    # The full path of the folder a link points to: the rebuild is staged beside the folder.
+    with _staged(folder.resolve()) as staging:  # swapped in only when complete
         shutil.copytree(folder, staging, dirs_exist_ok=True)
         try:
             files = rebuild_report(staging)
         except json.JSONDecodeError as exc:
             raise UsageError(f"{folder / 'summary.json'}: not valid JSON: {exc}") from None
-        except (OSError, ValueError, KeyError) as exc:  # a missing CSV, a summary missing keys
-            raise UsageError(f"{folder}: cannot rebuild the report: {exc}") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # a missing CSV or column, a summary missing keys or of the wrong shape; named as
+            # the user's folder, not the staging copy
+            what = str(exc).replace(str(staging), str(folder))
+            if isinstance(exc, KeyError):
+                what = f"missing {what}"
+            raise UsageError(f"{folder}: cannot rebuild the report: {what}") from None
     print(f"report: {folder / files.html.name}")
     return EXIT_OK
 
@@ -333,16 +359,6 @@ def _count_progress(desc: str, *, quiet: bool) -> Iterator[Callable[[int, int], 
             bar.refresh()
 
         yield update
-
-
-def _whatif_folder(name: str, kind: str, seed: int) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = REPORTS / name / f"{kind}-{stamp}-seed{seed}"
-    folder, n = base, 1
-    while folder.exists():
-        n += 1
-        folder = base.with_name(f"{base.name}-{n}")
-    return folder
 
 
 def _add_replication_options(parser: argparse.ArgumentParser) -> None:
@@ -494,24 +510,35 @@ def _storage_is_usable(source: Path | str, scenario: Scenario, replications: int
             )
 
 
-def _out_is_usable(final: Path) -> None:
-    """Refuse, before anything runs, an output folder that cannot be written or replaced.
+def _out_is_usable(final: Path) -> Path:
+    """Return the output folder as a full path; refuse, before anything runs, a bad one.
 
-    An existing folder is replaced only if it holds an earlier report (its summary.json):
-    ``--out ~`` must never wipe a user's files.
+    Refused: a folder that cannot be written or replaced. An existing folder is replaced
+    only if it holds an earlier report (its summary.json): ``--out ~`` must never wipe a
+    user's files. The path is resolved (``.`` becomes the current folder's full path, a
+    symbolic link the folder it points to), since the report is written beside it and then
+    moved into place.
     """
+    given, final = final, final.resolve()
+    if final.parent == final:
+        raise UsageError(f"--out {given}: the root folder cannot be a report folder")
     if final.exists():
         if not final.is_dir():
-            raise UsageError(f"--out {final}: exists and is not a folder")
+            raise UsageError(f"--out {given}: exists and is not a folder")
         if any(final.iterdir()) and not (final / "summary.json").is_file():
             raise UsageError(
-                f"--out {final}: exists and is not a report folder; refusing to overwrite it"
+                f"--out {given}: exists and is not a report folder; refusing to overwrite it"
             )
     ancestor = final.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise UsageError(f"--out {final}: {ancestor} is a file, not a folder")
+        raise UsageError(f"--out {given}: {ancestor} is a file, not a folder")
+    try:  # the report is staged in a folder beside the final one: try making one now
+        os.rmdir(tempfile.mkdtemp(prefix=".ecommerce-sim-check.", dir=ancestor))
+    except OSError as exc:
+        raise UsageError(f"--out {given}: cannot write in {ancestor}: {exc.strerror}") from None
+    return final
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -536,8 +563,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     replications, seed = _replication_settings(args, variants[0].scenario)
     first = variants[0].scenario
-    final = args.out if args.out is not None else _whatif_folder(first.name, "compare", seed)
-    _out_is_usable(final)
+    final = args.out if args.out is not None else _new_folder(first.name, "compare", seed)
+    target = _out_is_usable(final)
     for variant in variants:
         _storage_is_usable(variant.label, variant.scenario, replications)
     started = time.perf_counter()
@@ -560,7 +587,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except UnknownKpi as exc:
             raise UsageError(str(exc)) from None
     wall = time.perf_counter() - started
-    with _staged(final) as staging:
+    with _staged(target) as staging:
         write_comparison_report(comparison, staging, wall_seconds=wall)
     if not args.quiet:
         print(format_comparison(comparison))
@@ -596,8 +623,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise UsageError(f"--slo names {sorted(n for n in names if names.count(n) > 1)[0]} twice")
     _check_bounds(scenario, args.size, args.lower, args.upper)
     replications, seed = _replication_settings(args, scenario)
-    final = args.out if args.out is not None else _whatif_folder(scenario.name, "plan", seed)
-    _out_is_usable(final)
+    final = args.out if args.out is not None else _new_folder(scenario.name, "plan", seed)
+    target = _out_is_usable(final)
     _storage_is_usable(args.scenario, scenario, replications)
     started = time.perf_counter()
 
@@ -628,7 +655,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except UnknownKpi as exc:
             raise UsageError(str(exc)) from None
     wall = time.perf_counter() - started
-    with _staged(final) as staging:
+    with _staged(target) as staging:
         write_plan_report(result, staging, wall_seconds=wall)
     if not args.quiet:
         print(format_plan(result))

@@ -613,6 +613,83 @@ def test_report_on_a_run_folder_with_a_corrupt_summary_exits_2(tmp_path):
     assert "summary.json" in proc.stderr
 
 
+def test_report_rebuilds_in_place_through_dot_and_through_a_link(smoke_run, tmp_path):
+    """``report .`` and ``report LINK`` rewrite the real folder and leave nothing beside it."""
+    _, original = smoke_run
+    folder = tmp_path / "real"
+    shutil.copytree(original, folder)
+    (folder / "report.html").unlink()
+    proc = cli("report", ".", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert (folder / "report.html").read_bytes() == (original / "report.html").read_bytes()
+    (tmp_path / "link").symlink_to(folder)
+    (folder / "report.html").unlink()
+    proc = cli("report", "link", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "link").is_symlink() and (folder / "report.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    assert tree(folder) == tree(original)
+
+
+@pytest.mark.parametrize(
+    ("summary", "message"),
+    [
+        ("[]", "cannot rebuild the report"),
+        ("null", "cannot rebuild the report"),
+    ],
+)
+def test_report_on_a_summary_of_the_wrong_shape_exits_2_naming_the_folder(
+    smoke_run, tmp_path, summary, message
+):
+    _, original = smoke_run
+    folder = tmp_path / "odd"
+    shutil.copytree(original, folder)
+    (folder / "summary.json").write_text(summary, encoding="utf-8")
+    proc = cli("report", "odd", cwd=tmp_path)
+    no_traceback(proc)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: odd: {message}")
+    assert ".odd." not in proc.stderr  # the user's folder, not the staging copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd"]
+
+
+def test_a_scenario_name_never_places_the_report_outside_reports(tmp_path):
+    outside = tmp_path / "outside"
+    for name, folder in (
+        (str(outside), _safe_folder(str(outside))),
+        ("..", "scenario"),
+        ("a/b", "a_b"),
+    ):
+        proc = cli("run", SMOKE, "--quiet", *QUICK, "--set", f"name={name}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        runs = list((tmp_path / "reports").glob(f"{folder}/*/summary.json"))
+        assert len(runs) == 1, (name, tree(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(
+        [_safe_folder(str(outside)), "scenario", "a_b"]
+    )
+
+
+def _safe_folder(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+
+
+def test_run_into_dot_writes_the_current_folder(tmp_path):
+    here = tmp_path / "here"
+    here.mkdir()
+    proc = cli("run", SMOKE, "--quiet", *QUICK, "--out", ".", cwd=here)
+    assert proc.returncode == 0, proc.stderr
+    check_written_run(here)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_run(tmp_path):
+    proc = cli("run", SMOKE, "--quiet", *QUICK, "--out", "/proc/ecommerce-sim-out", cwd=tmp_path)
+    no_traceback(proc)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --out /proc/ecommerce-sim-out: cannot write in /proc")
+    assert tree(tmp_path) == []
+
+
 # --- 5. bad input for run -------------------------------------------------------------------------
 def _malformed(d: Path) -> list[object]:
     (d / "malformed.yaml").write_text("name: x\n  horizon: [1, 2\n", encoding="utf-8")
