@@ -69,6 +69,10 @@ SHARE_TOLERANCE = 1e-9
 MAX_BREAKDOWNS = 100_000
 """The most failures a recurring fault (``breakdown``) may be expected to cause in a run."""
 
+MAX_INTERVALS = 1_000_000
+"""The most metrics intervals a run may have (a year at the default minute is 527,040): every
+station keeps a row per interval, so a microsecond interval would exhaust memory."""
+
 # --- field types ----------------------------------------------------------------------------
 
 
@@ -906,6 +910,16 @@ class Scenario(Model):
                     ("warmup",),
                     f"must be less than the horizon ({format_seconds(self.horizon)}), "
                     f"got {format_seconds(self.warmup)}",
+                )
+            )
+        intervals = math.ceil(self.horizon / self.metrics.interval)
+        if intervals > MAX_INTERVALS:
+            problems.append(
+                (
+                    ("metrics", "interval"),
+                    f"{format_seconds(self.metrics.interval)} makes {intervals:,} intervals of "
+                    f"the horizon (at most {MAX_INTERVALS:,}): make it at least "
+                    f"{format_seconds(self.horizon / MAX_INTERVALS)}",
                 )
             )
         graph = self.behavior.to_graph()

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -643,3 +644,18 @@ def test_invalid_carries_relative_problems():
     problem = Invalid.at(("a", 1), "bad")
     assert problem.problems == [(("a", 1), "bad")]
     assert str(problem) == "bad"
+
+
+def test_an_interval_that_would_make_too_many_intervals_is_refused():
+    """A microsecond interval over a minute is 60 million station rows: refused up front."""
+    data = set_in(set_in(smoke(), ["horizon"], "1m"), ["metrics"], {"interval": "1us"})
+    assert problems_of(data) == [
+        (
+            "metrics.interval",
+            "1e-06 s makes 60,000,000 intervals of the horizon (at most 1,000,000): "
+            "make it at least 6e-05 s",
+        )
+    ]
+    # a year at the default minute is well within the bound
+    year = parse_scenario(set_in(smoke(), ["horizon"], "366d"), SOURCE)
+    assert math.ceil(year.horizon / year.metrics.interval) == 527_040
