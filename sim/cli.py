@@ -51,6 +51,7 @@ from sim.reporting.compare_report import (
 )
 from sim.reporting.report import format_summary, rebuild_report, write_run_report
 from sim.scenario import Scenario, ScenarioError, apply_overrides, load_scenario, parse_scenario
+from sim.scenario.schema import MAX_REPLICATIONS
 from sim.services.sqlite_store import MEMORY, StorageError, is_store_file, replica_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replications", type=int, help="independent replications")
     run.add_argument("--out", type=Path, help="the report folder (default: reports/NAME/RUN-ID)")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    _add_executor_options(run, default="in-process")
+    _add_executor_options(run, default="inprocess")
     run.set_defaults(handler=cmd_run)
     _add_compare_parser(commands)
     _add_plan_parser(commands)
@@ -147,8 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *([f"seed={args.seed}"] if args.seed is not None else [])]
     scenario = load_scenario(args.scenario, overrides)  # the saved scenario names the seed used
     replications = args.replications if args.replications is not None else scenario.replications
-    if replications < 1:
-        raise UsageError(f"--replications must be >= 1, got {replications}")
+    if not 1 <= replications <= MAX_REPLICATIONS:
+        raise UsageError(f"--replications must be 1 to {MAX_REPLICATIONS:,}, got {replications:,}")
     seed = scenario.seed
     final = args.out if args.out is not None else _run_folder(scenario, seed)
     target = _out_is_usable(final)
@@ -471,9 +472,18 @@ def _replication_settings(args: argparse.Namespace, scenario: Scenario) -> tuple
     )
     if replications < 2:
         raise UsageError(f"--replications must be >= 2 for a 95 % interval, got {replications}")
+    if replications > MAX_REPLICATIONS:
+        raise UsageError(
+            f"--replications must be at most {MAX_REPLICATIONS:,}, got {replications:,}"
+        )
     if args.precision is not None:
         if not 0.0 < args.precision < 1.0:
             raise UsageError(f"--precision must be in (0, 1), e.g. 0.05; got {args.precision}")
+        if args.max_replications > MAX_REPLICATIONS:
+            raise UsageError(
+                f"--max-replications must be at most {MAX_REPLICATIONS:,}, "
+                f"got {args.max_replications:,}"
+            )
         if args.max_replications < replications:
             raise UsageError(
                 f"--max-replications ({args.max_replications}) must be >= --replications "
@@ -495,6 +505,11 @@ def _storage_is_usable(source: Path | str, scenario: Scenario, replications: int
     storage = scenario.storage
     if storage.kind != "sqlite" or storage.path is None or storage.path == MEMORY:
         return
+    folder = Path(storage.path).parent
+    if not folder.is_dir():
+        raise ScenarioError(
+            str(source), [("storage.path", f"the folder {folder} does not exist; create it first")]
+        )
     for replication in range(replications):
         target = replica_path(storage.path, replication)
         if target.exists() and not is_store_file(target):
@@ -629,9 +644,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def report(evaluation: Evaluation) -> None:
-        if not args.quiet:
+        if not args.quiet and sys.stderr.isatty():  # progress: on a terminal only
+            from tqdm import tqdm
+
             verdict = "met" if evaluation.all_met else "not met"
-            print(f"  {args.size}={evaluation.capacity}: {verdict}", file=sys.stderr)
+            # tqdm.write prints above the progress bar instead of into its line
+            tqdm.write(f"  {args.size}={evaluation.capacity}: {verdict}", file=sys.stderr)
 
     with (
         _open_executor(args, replications) as executor,

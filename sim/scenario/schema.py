@@ -69,6 +69,9 @@ SHARE_TOLERANCE = 1e-9
 MAX_BREAKDOWNS = 100_000
 """The most failures a recurring fault (``breakdown``) may be expected to cause in a run."""
 
+MAX_REPLICATIONS = 10_000
+"""The most replications of one scenario a run or a comparison may ask for."""
+
 MAX_INTERVALS = 1_000_000
 """The most metrics intervals a run may have (a year at the default minute is 527,040): every
 station keeps a row per interval, so a microsecond interval would exhaust memory."""
@@ -884,7 +887,7 @@ class Scenario(Model):
     seed: Int = Field(0, ge=0, le=2**64 - 1)
     horizon: PositiveSeconds = Field(le=MAX_HORIZON)
     warmup: Annotated[float | Literal["auto"], BeforeValidator(_warmup)] = 0.0
-    replications: Int = Field(1, ge=1, le=10_000)
+    replications: Int = Field(1, ge=1, le=MAX_REPLICATIONS)
     catalog: Catalog = Field(default_factory=Catalog)
     population: Population = Field(default_factory=Population)
     arrivals: Arrivals

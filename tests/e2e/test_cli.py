@@ -728,6 +728,14 @@ def _bad_replications(d: Path) -> list[object]:
     return [SMOKE, "--replications", "0"]
 
 
+def _too_many_replications(d: Path) -> list[object]:
+    return [SMOKE, "--replications", "100000000"]
+
+
+def _store_in_a_missing_folder(d: Path) -> list[object]:
+    return [SMOKE, "--set", f"storage={{kind: sqlite, path: {d / 'nowhere' / 'shop.db'}}}"]
+
+
 BAD_INPUT = {
     "malformed-yaml": (_malformed, ["malformed.yaml", "invalid YAML at line 2"]),
     "unknown-key": (_unknown_key, ["unknown.yaml: seeed: unknown key (allowed: name,"]),
@@ -749,7 +757,15 @@ BAD_INPUT = {
         ["smoke.yaml: stations.app.serverz: override 'stations.app.serverz=3': unknown key"],
     ),
     "bad-set-value": (_bad_set_value, ["smoke.yaml: stations.app.servers: must be >= 1, got 0"]),
-    "bad-replications": (_bad_replications, ["--replications must be >= 1, got 0"]),
+    "bad-replications": (_bad_replications, ["--replications must be 1 to 10,000, got 0"]),
+    "too-many-replications": (
+        _too_many_replications,
+        ["--replications must be 1 to 10,000, got 100,000,000"],
+    ),
+    "store-in-a-missing-folder": (
+        _store_in_a_missing_folder,
+        ["smoke.yaml: storage.path: the folder", "nowhere does not exist; create it first"],
+    ),
 }
 
 

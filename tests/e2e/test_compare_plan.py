@@ -223,7 +223,8 @@ def test_plan_writes_csv_plots_and_report(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "The smallest stations.app.servers that meets every objective" in done.stdout
-    assert "stations.app.servers=4: " in done.stderr  # the pilot, reported as it completes
+    # progress (each capacity as it completes) is for a terminal: none in a pipe
+    assert "stations.app.servers=4: " not in done.stderr
     assert {p.name for p in out.iterdir()} == {
         "plan.csv",
         "replications.csv",
@@ -344,6 +345,16 @@ def test_progress_bar_and_folder_names_on_a_terminal(cli, tmp_path, monkeypatch)
         assert "compare x2" in err and "4/4" in err, err
     folders = sorted(p.name for p in (tmp_path / "reports" / "smoke").iterdir())
     assert folders == ["compare-20300102-030405-seed7", "compare-20300102-030405-seed7-2"]
+
+
+def test_plan_reports_each_capacity_as_it_completes_on_a_terminal(cli, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    args = ("plan", str(SMOKE), "--size", "stations.app.servers", "--slo", "page_p95<=10s")
+    status, _, err = cli(*args, *SHORT, "--replications", "2", "--jobs", "1")
+    assert status == 0, err
+    assert "  stations.app.servers=4: met" in err.splitlines()
+    status, _, err = cli(*args, *SHORT, "--replications", "2", "--jobs", "1", "--quiet")
+    assert status == 0 and "stations.app.servers=4" not in err
 
 
 # --- run with an executor -------------------------------------------------------------------------
