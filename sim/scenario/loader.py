@@ -476,8 +476,14 @@ def _join(loc: tuple[str | int, ...]) -> str:
 def translate_errors(exc: ValidationError) -> list[Problem]:
     """Turn pydantic's errors into (key path, message) pairs in the project's words."""
     problems: list[Problem] = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    locs = [tuple(err["loc"]) for err in errors]
+    for err in errors:
         loc = tuple(err["loc"])
+        if err["type"] == "too_short" and any(
+            len(other) > len(loc) and other[: len(loc)] == loc for other in locs
+        ):
+            continue  # a list left short by its invalid items: those items are the problem
         ctx = err.get("ctx") or {}
         error = ctx.get("error")
         shown = _display(loc)
@@ -502,6 +508,8 @@ def _message(err: Any, loc: tuple[str | int, ...]) -> str:
         allowed = _allowed_keys(_walk(loc[:-1], tags=True))
         return f"unknown key (allowed: {', '.join(allowed)})"
     if kind in _TYPE_WORDS:
+        if isinstance(err.get("input"), float) and kind.startswith("int"):
+            got = repr(err["input"])  # 4.0, not 4: the number is refused for being a float
         return f"expected {_TYPE_WORDS[kind]}, got {got}"
     if kind in _BOUNDS:
         symbol, key = _BOUNDS[kind]

@@ -837,6 +837,8 @@ class Storage(Model):
         """Refuse a path with ``kind: memory`` (only SQLite keeps a file)."""
         if self.path is not None and self.kind != "sqlite":
             raise Invalid([(("path",), "a path needs kind: sqlite (memory keeps no file)")])
+        if self.path is not None and "\0" in self.path:
+            raise Invalid([(("path",), "a file name cannot hold a NUL character")])
         return self
 
     def _dump(self) -> Any:

@@ -659,3 +659,25 @@ def test_an_interval_that_would_make_too_many_intervals_is_refused():
     # a year at the default minute is well within the bound
     year = parse_scenario(set_in(smoke(), ["horizon"], "366d"), SOURCE)
     assert math.ceil(year.horizon / year.metrics.interval) == 527_040
+
+
+def test_a_store_path_with_a_nul_character_is_refused():
+    data = set_in(smoke(), ["storage"], {"kind": "sqlite", "path": "runs/a\0b.db"})
+    assert problems_of(data) == [("storage.path", "a file name cannot hold a NUL character")]
+
+
+def test_a_whole_float_where_an_integer_belongs_is_shown_as_the_float_it_is():
+    data = set_in(smoke(), ["stations", "app", "servers"], 4.0)
+    assert problems_of(data) == [("stations.app.servers", "expected an integer, got 4.0")]
+
+
+def test_a_list_whose_items_are_all_invalid_reports_the_items_not_an_empty_list():
+    data = smoke()
+    for gateway in data["payments"]["gateways"]:
+        gateway["servers"] = 0
+    assert problems_of(data) == [
+        ("payments.gateways.0.servers", "must be >= 1, got 0"),
+        ("payments.gateways.1.servers", "must be >= 1, got 0"),
+    ]
+    data = set_in(smoke(), ["payments", "gateways"], [])  # a list that is really empty
+    assert problems_of(data) == [("payments.gateways", "must have at least 1 item(s), got 0")]
