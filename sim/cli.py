@@ -617,12 +617,16 @@ def _whatif_audit(violations: list[tuple[str, int, str]]) -> int:
 
 
 # --- plan ----------------------------------------------------------------------------------------
-def _check_bounds(scenario: Scenario, parameter: str, lower: int, upper: int) -> None:
+def _check_bounds(source: Path, scenario: Scenario, parameter: str, lower: int, upper: int) -> None:
+    """Refuse search bounds the scenario cannot take (each is tried as the capacity)."""
     if not 1 <= lower <= upper:
         raise UsageError(f"need 1 <= --min <= --max, got --min {lower} --max {upper}")
     data = scenario.to_data()
-    for value in (lower, upper):
-        parse_scenario(apply_overrides(data, {parameter: value}), f"<{parameter}={value}>")
+    for option, value in (("--min", lower), ("--max", upper)):
+        try:
+            parse_scenario(apply_overrides(data, {parameter: value}), str(source))
+        except ScenarioError as exc:
+            raise UsageError(f"{option} {value}: {exc}") from None
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -636,7 +640,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     names = [s.name for s in slos]
     if len(set(names)) != len(names):
         raise UsageError(f"--slo names {sorted(n for n in names if names.count(n) > 1)[0]} twice")
-    _check_bounds(scenario, args.size, args.lower, args.upper)
+    _check_bounds(args.scenario, scenario, args.size, args.lower, args.upper)
     replications, seed = _replication_settings(args, scenario)
     final = args.out if args.out is not None else _new_folder(scenario.name, "plan", seed)
     target = _out_is_usable(final)

@@ -443,7 +443,18 @@ VARY = ("--vary", "stations.app.servers=1,2")
             ("plan", str(SMOKE), "--size", "stations.app.servers", "--min", "5", "--max", "2"),
             "need 1 <= --min <= --max",
         ),
-        (("plan", str(SMOKE), "--size", "stations.app.servers", "--max", "999999"), "servers"),
+        (
+            ("plan", str(SMOKE), "--size", "stations.app.servers", "--max", "999999"),
+            f"--max 999999: {SMOKE}: stations.app.servers: must be <= 100000, got 999999",
+        ),
+        (
+            ("plan", str(SMOKE), "--size", "seed", "--slo", "page_p95<=1s"),
+            "--size 'seed' is not an integer capacity of the scenario",
+        ),
+        (
+            ("plan", str(SMOKE), "--size", "stations.app.servers", "--slo", "conversion>=7"),
+            "conversion is a share (0 to 1, or 0 % to 100 %)",
+        ),
         (
             (
                 "plan",
