@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.domain.carts import PricedLine, ShippingRule, TaxPolicy, price_cart
+from sim.domain.carts import PriceBreakdown, PricedLine, ShippingRule, TaxPolicy, price_cart
 from sim.domain.coupons import FIXED, PERCENT, Coupon
 from sim.domain.errors import CouponNotStackable, CurrencyMismatch
 from sim.domain.money import Money
@@ -87,18 +87,21 @@ def test_breakdown_adds_up(cart, tax, shipping):
 
 
 @settings(max_examples=200, deadline=None)
+def _untaxed(
+    lines: list[PricedLine], coupons: list[Coupon], shipping: ShippingRule | None = None
+) -> PriceBreakdown:
+    """Price a cart with no tax (and free shipping unless told otherwise)."""
+    shipping = shipping or ShippingRule(Money(0))
+    return price_cart(
+        lines, coupons=coupons, tax=TaxPolicy(0), shipping=shipping, user_id="u", now=0.0
+    )
+
+
 @given(lines_st, st.data())
 def test_a_single_coupon_is_allocated_in_proportion(lines, data):
     present = sorted({line.category_id for line in lines})
     coupon = data.draw(coupon_st("ONE", present, stackable=data.draw(st.booleans())))
-    b = price_cart(
-        lines,
-        coupons=[coupon],
-        tax=TaxPolicy(0),
-        shipping=ShippingRule(Money(0)),
-        user_id="u",
-        now=0,
-    )
+    b = _untaxed(lines, [coupon])
     assert b.discount == coupon.discount(lines)
     eligible = [
         lp
@@ -123,14 +126,7 @@ def test_a_non_stackable_coupon_refuses_company(lines, data):
     other = data.draw(coupon_st("OTHER", present, stackable=data.draw(st.booleans())))
     order = data.draw(st.permutations([solo, other]))
     with pytest.raises(CouponNotStackable):
-        price_cart(
-            lines,
-            coupons=order,
-            tax=TaxPolicy(0),
-            shipping=ShippingRule(Money(0)),
-            user_id="u",
-            now=0.0,
-        )
+        _untaxed(lines, order)
 
 
 @settings(max_examples=200, deadline=None)
@@ -160,23 +156,14 @@ def test_a_cart_in_another_currency_prices_with_the_default_fees_and_a_percentag
     shipping = ShippingRule(Money(499, "EUR"))  # per_item left at its zero default
     assert shipping.per_item == Money(0, "EUR")
     ten = Coupon.create("P10", PERCENT, 1000)
-    priced = price_cart(
-        lines, coupons=[ten], tax=TaxPolicy(0), shipping=shipping, user_id="u", now=0.0
-    )
+    priced = _untaxed(lines, [ten], shipping)
     assert priced.discount == Money(250, "EUR")
     assert priced.total == Money(2500 - 250 + 499, "EUR")
     # a minimum purchase names an amount: that coupon is in its currency only
     floor = Coupon.create("P10EUR", PERCENT, 1000, min_purchase=Money(100, "EUR"))
     usd = [PricedLine("a", "books", Money(1000), 1)]
     with pytest.raises(CurrencyMismatch, match="coupon P10EUR is in EUR, a line is in USD"):
-        price_cart(
-            usd,
-            coupons=[floor],
-            tax=TaxPolicy(0),
-            shipping=ShippingRule(Money(0)),
-            user_id="u",
-            now=0.0,
-        )
+        _untaxed(usd, [floor])
     with pytest.raises(CurrencyMismatch, match="a line is in USD"):  # one cart, one currency
         ten.discount([*lines, *usd])
     with pytest.raises(CurrencyMismatch, match="shipping rule mixes EUR and USD"):
