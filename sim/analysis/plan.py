@@ -92,7 +92,7 @@ _RATE_KPIS = ("throughput", "sessions_per_second")
 _SLO_RE = re.compile(r"^\s*([A-Za-z_][\w.:-]*)\s*(<=|>=|=<|=>|<|>|=)\s*(.+?)\s*$")
 _RATIO_KPIS = ("payment_success", "conversion", "cache_hit_rate")
 _RATIO_SUFFIXES = (".utilisation", ".hit_rate")
-_CAPACITY_LEAVES = ("servers", "pool", "workers")
+_RUN_SETTINGS = ("seed", "replications")
 _WAIT_STATIONS = {"wait.app": "app", "wait.database": "database", "wait.cache": "cache"}
 
 
@@ -215,12 +215,12 @@ def _ms(seconds: float) -> str:
 def capacity_value(scenario: Scenario, path: str) -> int:
     """Return the integer capacity at ``path`` of a scenario; ``ValueError`` if it is not one.
 
-    A capacity is the servers, pool or workers of a station, gateway or warehouse (not any
-    integer of the scenario, such as its seed or replications).
+    Usually the servers, pool or workers of a station, gateway or warehouse; any other integer
+    of the shop works too (``catalog.products``), without the analytic twin's first guess.
+    The run's own settings (seed, replications) are not the shop's and are refused.
     """
     value = lookup(scenario.to_data(), path)
-    is_capacity = station_of_path(path) is not None and path.endswith(_CAPACITY_LEAVES)
-    if not is_capacity or isinstance(value, bool) or not isinstance(value, int):
+    if path in _RUN_SETTINGS or isinstance(value, bool) or not isinstance(value, int):
         shown = "nothing" if value is None else repr(value)
         raise ValueError(
             f"--size {path!r} is not an integer capacity of the scenario (found {shown}); "

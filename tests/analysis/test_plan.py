@@ -112,8 +112,8 @@ def test_capacity_value():
     assert capacity_value(smoke, "stations.database.pool") == smoke.stations.database.pool
     assert capacity_value(smoke, "fulfilment.warehouses.east.workers") == 2
     assert parse_slo("payment_success>=100%").target == 1.0  # a share of 1 is reachable
-    # integers of the scenario that are not capacities: the search would make no sense
-    paths = ("seed", "replications", "population.users", "catalog.products")
+    # the run's settings are integers of the scenario but not of the shop
+    paths = ("seed", "replications")
     for path in ("stations.app.service", "stations.app.cores", "stations.cache.policy", *paths):
         with pytest.raises(ValueError, match=f"--size '{path}' is not an integer capacity"):
             capacity_value(smoke, path)
