@@ -64,24 +64,36 @@ class GatewayModel:
         spec = self.spec
         u_decline, u_ghost = rng.random(), rng.random()
         latency = spec.latency.sample(rng) * self.latency_factor
-        with self.station.request() as req:
-            timer = env.timeout(spec.timeout)
-            got = yield req | timer
-            if req not in got:
-                return "timeout", env.now - start, False
-            answer = self.settled.get(key)
-            replayed = answer is not None
-            if answer is None:
-                answer = "declined" if u_decline < spec.decline_rate else "approved"
-                self.settled[key] = answer
-            else:
-                self.replays += 1
-            left = spec.timeout - (env.now - start)
-            if latency > left or (answer == "approved" and u_ghost < self.ghost_share):
-                yield env.timeout(left)
-                return "timeout", env.now - start, replayed
-            yield env.timeout(latency)
+        req = self.station.request()
+        timer = env.timeout(spec.timeout)
+        got = yield req | timer
+        if req not in got:
+            req.cancel()  # gave up in the queue: the gateway never saw the call
+            return "timeout", env.now - start, False
+        answer = self.settled.get(key)
+        replayed = answer is not None
+        if answer is None:
+            answer = "declined" if u_decline < spec.decline_rate else "approved"
+            self.settled[key] = answer
+        else:
+            self.replays += 1
+        left = spec.timeout - (env.now - start)
+        if latency > left or (answer == "approved" and u_ghost < self.ghost_share):
+            # The client gives up at its timeout, but the gateway's server works on until the
+            # answer is out (``latency``), whether the client still waits for it or not.
+            env.process(self._finish(env, req, latency))
+            yield env.timeout(left)
+            return "timeout", env.now - start, replayed
+        yield env.timeout(latency)
+        self.station.release(req)
         return answer, env.now - start, replayed
+
+    def _finish(
+        self, env: simpy.Environment, req: simpy.Event, work: float
+    ) -> Generator[simpy.Event, Any, None]:
+        """Keep the gateway's server busy with a call for ``work`` seconds, then free it."""
+        yield env.timeout(work)
+        self.station.release(req)
 
 
 def choose(world: World, u: float) -> list[GatewayModel]:

@@ -99,7 +99,9 @@ def test_latency_above_the_timeout_gives_timeout_at_exactly_the_timeout():
     assert log == [("o1@gw", "timeout", TIMEOUT, TIMEOUT)]
     # the gateway went through: it keeps its answer for a retry with the same key
     assert gw.settled == {"o1@gw": "approved"}
-    assert gw.station.stats().total_service == TIMEOUT
+    # and its server worked the whole 8 s, though the client left at the timeout
+    stats = gw.station.stats()
+    assert (stats.total_service, stats.completions, stats.elapsed) == (8.0, 1, 8.0)
 
 
 def test_latency_equal_to_the_time_left_still_answers():
@@ -147,13 +149,14 @@ def test_retry_with_the_same_key_replays_the_first_answer():
     # the gateway now declines everything and answers fast: a fresh call would be declined
     fast = tiny().payments.gateways[0].latency
     gw.spec = gw.spec.model_copy(update={"decline_rate": 1.0, "latency": fast})
-    _call(world, gw, "o1@gw", _rng(), log)  # at t = 5 (delays are relative to now)
+    # at t = 8, when the first call's server is done (delays are relative to now)
+    _call(world, gw, "o1@gw", _rng(), log)
     _call(world, gw, "o2@gw", _rng(), log, at=LATENCY)
     env.run()
     assert log == [
         ("o1@gw", "timeout", TIMEOUT, TIMEOUT),
-        ("o1@gw", "approved", LATENCY, TIMEOUT + LATENCY),
-        ("o2@gw", "declined", LATENCY, TIMEOUT + 2 * LATENCY),
+        ("o1@gw", "approved", LATENCY, 8.0 + LATENCY),
+        ("o2@gw", "declined", LATENCY, 8.0 + 2 * LATENCY),
     ]
     assert gw.replays == 1
     assert gw.settled == {"o1@gw": "approved", "o2@gw": "declined"}
@@ -182,6 +185,28 @@ def test_ghost_share_turns_an_approval_into_a_timeout():
     world.env.run()
     assert log == [("k", "timeout", TIMEOUT, TIMEOUT)]
     assert gw.settled == {"k": "approved"}
+    # the gateway answered in its usual latency: its server was busy that long, no longer
+    assert gw.station.stats().total_service == LATENCY
+
+
+def test_a_server_stays_busy_until_its_answer_is_out_though_the_client_left():
+    """A slow gateway (8 s per call, 5 s timeout, one server) takes a call per 8 s."""
+    world = world_of(tiny({"payments.gateways.gw.latency": {"constant": 8}}))
+    gw = world.gateways[0]
+    log: list = []
+    _call(world, gw, "a", _rng(), log)
+    _call(world, gw, "b", _rng(), log, at=1.0)  # queued behind a until t = 8: gives up at 6
+    _call(world, gw, "c", _rng(), log, at=7.0)  # starts at 8, the server busy until 16
+    world.env.run()
+    assert log == [
+        ("a", "timeout", TIMEOUT, TIMEOUT),
+        ("b", "timeout", TIMEOUT, 1.0 + TIMEOUT),
+        ("c", "timeout", TIMEOUT, 7.0 + TIMEOUT),
+    ]
+    assert gw.settled == {"a": "approved", "c": "approved"}  # b never reached the gateway
+    stats = gw.station.stats()
+    assert (stats.starts, stats.reneged, stats.total_service) == (2, 1, 16.0)
+    assert stats.elapsed == 16.0 and stats.utilisation == 1.0
 
 
 def test_gateway_name_is_the_spec_name():
