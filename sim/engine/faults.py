@@ -118,17 +118,22 @@ def _outage(world: World, target: str) -> Callable[[], None]:
             gateway.outages -= 1
 
         return undo_gateway
+    # A warehouse that is down starts no pick: orders (those queued already and those that
+    # come in) wait in its queue, where the backlog shows; picks under way are finished.
     name = target.removeprefix("warehouses.")
-    count, recovered = world.warehouse_outages.get(name, (0, world.env.event()))
-    world.warehouse_outages[name] = (count + 1, recovered)
+    index = world.warehouse_names.index(name)
+    station = world.warehouses[index]
+    count = world.warehouse_outages.get(name, 0)
+    if not count:
+        station.set_capacity(0)
+    world.warehouse_outages[name] = count + 1
 
     def undo_warehouse() -> None:
-        count, recovered = world.warehouse_outages[name]
-        if count > 1:
-            world.warehouse_outages[name] = (count - 1, recovered)
+        count = world.warehouse_outages.pop(name) - 1
+        if count:
+            world.warehouse_outages[name] = count
         else:
-            del world.warehouse_outages[name]
-            recovered.succeed()
+            station.set_capacity(world.scenario.fulfilment.warehouses[index].workers)
 
     return undo_warehouse
 

@@ -42,10 +42,7 @@ def fulfil(
     # Every draw is made: let go of the session's generator, or each order in fulfilment
     # (days, on a long run thousands at once) would keep one alive.
     del rng
-    outage = world.warehouse_outages.get(world.warehouse_names[index])
-    if outage is not None:
-        yield outage[1]  # the order waits in Processing until the warehouse is back
-    yield from visit(env, warehouse, pick)
+    yield from visit(env, warehouse, pick)  # while the warehouse is down, in its queue
     yield env.timeout(ship_delay)
     fulfilment.ship_order(uow, staff, order_id, env.now)
     yield env.timeout(delivery_delay)

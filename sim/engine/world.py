@@ -111,7 +111,8 @@ class World:
     recommendation_share: float = RECOMMENDATION_SHARE
     extra_unit_share: float = EXTRA_UNIT_SHARE
     stations: dict[str, Station] = field(default_factory=dict)
-    warehouse_outages: dict[str, tuple[int, simpy.Event]] = field(default_factory=dict)
+    warehouse_outages: dict[str, int] = field(default_factory=dict)
+    """Outages in force per warehouse (they nest); a warehouse has no pickers while down."""
     warehouse_names: list[str] = field(default_factory=list)
     open_sessions: dict[int, tuple[Any, float]] = field(default_factory=dict)
     sold_out: set[str] = field(default_factory=set)

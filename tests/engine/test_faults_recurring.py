@@ -166,11 +166,12 @@ def test_a_cache_breakdown_takes_the_cache_down_and_it_restarts_empty():
 
 def test_a_warehouse_breakdown_holds_orders_until_the_repair():
     world = _world([{"breakdown": "warehouses.east", **CONSTANT}])
+    workers = world.warehouses[0].capacity
     world.env.run(until=11)
-    count, recovered = world.warehouse_outages["east"]
-    assert count == 1 and not recovered.triggered
+    assert world.warehouse_outages == {"east": 1} and world.warehouses[0].capacity == 0
     world.env.run(until=13)
-    assert recovered.triggered and "east" not in world.warehouse_outages
+    assert "east" not in world.warehouse_outages
+    assert world.warehouses[0].capacity == workers
 
 
 def test_a_breakdown_overlapping_an_outage_nests():

@@ -150,7 +150,8 @@ def test_a_warehouse_outage_holds_new_orders_in_processing_until_it_ends():
     after = _fulfil_at(world, 200.0, user=2, sku=2)
     world.env.run(until=109.0)
     assert world.uow.orders.find_readonly(during["order"]).status.value == "processing"
-    assert world.warehouses[0].stats().arrivals == 1  # the held order has not reached a picker
+    stats = world.warehouses[0].stats()
+    assert (stats.arrivals, stats.starts, stats.in_queue) == (2, 1, 1)  # waits in the queue
     world.env.run()
     assert _events(world, before["order"])[1] == (PICK + SHIP, "processing", "shipped")
     assert _events(world, during["order"]) == [
@@ -162,6 +163,27 @@ def test_a_warehouse_outage_holds_new_orders_in_processing_until_it_ends():
     faults = world.recorder.faults.frame()
     assert faults.values.tolist() == [["outage", "warehouses.east", 10.0, 110.0]]
     assert world.warehouse_outages == {}
+
+
+def test_orders_already_queued_wait_out_the_outage_and_picks_under_way_finish():
+    """One picker: the outage stops new picks, not the one under way; the queue shows it."""
+    world = world_of(
+        tiny(
+            {
+                "fulfilment.warehouses.east.workers": 1,
+                "faults": [{"outage": "warehouses.east", "at": 1, "duration": 100}],
+            }
+        )
+    )
+    start_faults(world)
+    orders = [_fulfil_at(world, 0.0, user=i, sku=i) for i in range(3)]
+    world.env.run(until=100.0)
+    stats = world.warehouses[0].stats()
+    assert (stats.starts, stats.completions, stats.in_queue) == (1, 1, 2)
+    world.env.run()
+    shipped = [_events(world, o["order"])[1][0] for o in orders]
+    assert shipped == [PICK + SHIP, 101.0 + PICK + SHIP, 101.0 + 2 * PICK + SHIP]
+    assert world.warehouses[0].capacity == 1
 
 
 def test_an_order_in_fulfilment_holds_no_random_generator():
