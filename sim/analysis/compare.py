@@ -885,7 +885,7 @@ class Verdict:
     variant of the least settled of those tests (the largest adjusted p-value; the runner-up
     when two variants have data), ``difference`` the CI of ``best - contender`` at ``level``
     and ``p_value`` its adjusted p-value. ``established`` is True when every one of the
-    intervals excludes zero; ``confidence`` is ``1 - p``. ``tie`` marks KPIs whose values are
+    intervals excludes zero. ``tie`` marks KPIs whose values are
     identical in every variant and replication. ``best`` is None without data.
     """
 
@@ -905,7 +905,11 @@ class Verdict:
 
     @property
     def confidence(self) -> float:
-        """Return ``1 - p``: the confidence with which the win is established (NaN if unknown)."""
+        """Return ``1 - p`` (NaN if unknown): the strength of the evidence, not a probability.
+
+        ``1 - p`` is not the probability that the win is real; ``established`` is the
+        verdict at 95 % confidence.
+        """
         return 1.0 - self.p_value if math.isfinite(self.p_value) else float("nan")
 
 

@@ -165,13 +165,6 @@ def _fmt_p(p: float) -> str:
     return "< 0.0001" if p < 1e-4 else f"{p:.2g}"
 
 
-def _fmt_confidence(p: float) -> str:
-    if not math.isfinite(p):
-        return "unknown"
-    confidence = 1.0 - p
-    return "> 99.99 %" if confidence > 0.9999 else f"{confidence:.2%}".replace("%", " %")
-
-
 # --- verdicts in words ------------------------------------------------------------------------
 def verdict_sentence(verdict: Verdict) -> str:
     """Return one sentence on a verdict: who wins and with what confidence, or no verdict.
@@ -207,13 +200,12 @@ def verdict_sentence(verdict: Verdict) -> str:
         f"{_fmt(verdict.best_mean, kind)} against {_fmt(verdict.runner_up_mean, kind)} for "
         f"the runner-up {verdict.runner_up}"
     )
-    p, confidence = _fmt_p(verdict.p_value), _fmt_confidence(verdict.p_value)
+    p = _fmt_p(verdict.p_value)
     if verdict.established and rivals == 1:
         return (
             f"{verdict.best} wins on {label.lower()} ({verdict.direction} is better): {means}; "
             f"the paired difference {_fmt_diff(d.mean, kind)} ({interval}) excludes zero, so "
-            f"the win is established with 95 % confidence (paired t-test p = {p}, confidence "
-            f"{confidence})."
+            f"the win is established with 95 % confidence (paired t-test p = {p})."
         )
     if verdict.established:
         return (
@@ -221,7 +213,7 @@ def verdict_sentence(verdict: Verdict) -> str:
             f"its paired differences from each of the other {rivals} variants exclude zero, so "
             f"the win is established with 95 % confidence over all of them (Bonferroni: each "
             f"interval at {verdict.level * 100:.3g} %). The closest call is {contender}: "
-            f"{_fmt_diff(d.mean, kind)} ({interval}, adjusted p = {p}, confidence {confidence})."
+            f"{_fmt_diff(d.mean, kind)} ({interval}, adjusted p = {p})."
         )
     adjusted = f", adjusted for the {rivals} comparisons (Bonferroni)" if rivals > 1 else ""
     return (
@@ -720,10 +712,13 @@ def _comparison_html(
         css = "met" if verdict["established"] else "nodata"
         body.append(f'<li class="{css}">{escape(verdict["sentence"])}</li>')
     body.append(
-        '</ul><p class="note">Each verdict compares the best variant with the runner-up on the '
-        "same random numbers (paired differences over replications, Student-t 95 % interval); "
-        "a win is established only when that interval excludes zero. Each verdict is a separate "
-        "95 % statement: with many KPIs, one in twenty may be wrong by chance.</p></section>"
+        '</ul><p class="note">Each verdict compares the variant with the best mean with every '
+        "other variant on the same random numbers (paired differences over replications, "
+        "Student-t intervals); with more than two variants each interval is widened "
+        "(Bonferroni: 97.5 % each for three variants) so that together they hold with 95 % "
+        "confidence. A win is established only when every interval excludes zero. Each "
+        "verdict is a separate 95 % statement: with many KPIs, one in twenty may be wrong by "
+        "chance.</p></section>"
     )
     body.append('<section id="audit"><h2>Audit of the books</h2>')
     body.append(_audit_html(comparison.violations()))
