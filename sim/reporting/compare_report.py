@@ -619,7 +619,7 @@ def _comparison_summary(comparison: Comparison, wall_seconds: float | None) -> d
                 "violations": [list(v) for v in comparison.violations()],
             },
             "runtime": {
-                "simulated_seconds_total": sum(s.runtime for s in summaries),
+                "run_seconds_total": sum(s.runtime for s in summaries),
                 "wall_seconds": wall_seconds,
             },
         }
@@ -873,9 +873,7 @@ def _plan_summary(plan: Plan, wall_seconds: float | None) -> dict[str, Any]:
             ],
             "scenario": plan.scenario.to_data(),
             "runtime": {
-                "simulated_seconds_total": sum(
-                    s.runtime for e in plan.evaluations for s in e.summaries
-                ),
+                "run_seconds_total": sum(s.runtime for e in plan.evaluations for s in e.summaries),
                 "wall_seconds": wall_seconds,
             },
         }

@@ -292,7 +292,7 @@ def plot_throughput(
     warmup: float = 0.0,
     horizon: float | None = None,
 ) -> Figure:
-    """Return requests completed per second over time, from :func:`request_series`."""
+    """Return requests per second over time (by arrival), from :func:`request_series`."""
     fig = _figure()
     ax = fig.add_subplot()
     ax.plot(

@@ -30,7 +30,12 @@ from matplotlib.figure import Figure
 import sim
 from sim.analysis.stats import COUNT_KPIS, flatten_numeric, summarize_replications
 from sim.analysis.theory import mgc_wait, mmc
-from sim.engine.metrics import aggregate_request_series, is_aggregate, page_latency_quantiles
+from sim.engine.metrics import (
+    aggregate_request_series,
+    interval_cut,
+    is_aggregate,
+    page_latency_quantiles,
+)
 from sim.engine.recorder import AGGREGATE_FRAMES, cache_from_stats
 from sim.engine.runner import RunResult
 from sim.reporting import plots
@@ -391,6 +396,7 @@ def _build_summary(
         "replications": [r.replication for r in results],
         "horizon": scenario.horizon,
         "warmup": first.warmup,
+        "warmups": [r.warmup for r in results],
         "interval": scenario.metrics.interval,
         "runtime": {
             "total_seconds": sum(r.runtime for r in results),
@@ -463,7 +469,8 @@ def _text_summary(summary: Mapping[str, Any]) -> str:
     lines = [
         f"{summary['name']}: {n} replication{'s' if replicated else ''} of "
         f"{format_duration(summary['horizon'])} simulated (seed {', '.join(map(str, seeds))}), "
-        f"{summary['runtime']['total_seconds']:.1f} s wall clock"
+        f"{summary['runtime']['total_seconds']:.1f} s of run time"
+        + (" (summed over replications)" if replicated else "")
         + (" -- mean ± 95 % half-width" if replicated else ""),
         f"  throughput      {show('throughput', 'rate')} page requests",
         f"  latency         p50 {show('latency.p50', 'ms')}   p95 {show('latency.p95', 'ms')}"
@@ -547,8 +554,8 @@ def _slo_target(summary: Mapping[str, Any], name: str) -> float | None:
 _PLOTS = (
     _Plot(
         "throughput.png",
-        "Page requests completed per second in each interval; shaded bands and dashed lines mark "
-        "fault windows, the dotted line the end of the warm-up.",
+        "Page requests per second by arrival time, in each interval; shaded bands and dashed "
+        "lines mark fault windows, the dotted line the end of the warm-up.",
         lambda s, f: plots.plot_throughput(f["request_series"], **_time_kwargs(s, f)),
     ),
     _Plot(
@@ -693,6 +700,28 @@ def _twin_table(twin: pd.DataFrame) -> str:
     return html_table(head, rows, "twin")
 
 
+def _warmup_words(summary: Mapping[str, Any]) -> str:
+    """Return the warm-up as applied, in words.
+
+    Per replication when the cuts differ (``warmup: auto``), and where per-interval figures
+    start (the first interval start at or after the cut) when that is later than the cut.
+    """
+    cuts = [float(w) for w in summary.get("warmups") or [summary["warmup"]]]
+    low, high = min(cuts), max(cuts)
+    words = format_duration(low)
+    if high > low:
+        words = f"{format_duration(low)} to {format_duration(high)} (per replication)"
+    interval = float(summary.get("interval") or 0.0)
+    starts = {interval_cut(c, interval) for c in cuts} if interval > 0 else set(cuts)
+    if starts != set(cuts):
+        metrics = (summary.get("scenario") or {}).get("metrics") or {}
+        which = "request figures and " if metrics.get("requests") == "aggregate" else ""
+        first, last = format_duration(min(starts)), format_duration(max(starts))
+        at = first if first == last else f"{first} to {last}"
+        words += f"; {which}station utilisation from the first interval after it, {at}"
+    return words
+
+
 def _html(
     summary: Mapping[str, Any],
     twin: pd.DataFrame,
@@ -713,9 +742,12 @@ def _html(
         '<p class="meta">'
         + escape(
             f"{n} replication{'s' if replicated else ''} of {format_duration(summary['horizon'])} "
-            f"simulated (warm-up {format_duration(summary['warmup'])} excluded from the KPIs); "
-            f"seed{'s' if replicated else ''} {seeds}; ecommerce-sim {summary['version']}; "
-            f"{summary['runtime']['total_seconds']:.2f} s wall clock."
+            f"simulated (warm-up {_warmup_words(summary)} excluded from the rates, "
+            "response times, utilisation, cache hit rate and conversion; counts and revenue "
+            f"cover the whole run); seed{'s' if replicated else ''} {seeds}; "
+            f"ecommerce-sim {summary['version']}; "
+            f"{summary['runtime']['total_seconds']:.2f} s of run time"
+            + (" (summed over replications)." if replicated else ".")
         )
         + "</p>",
     ]
@@ -747,7 +779,8 @@ def _html(
     parts.append('<section id="stations"><h2>Stations beside the analytic twin</h2>')
     parts.append(
         '<p class="note">Over the whole run (warm-up included; replications pooled): '
-        "λ = arrivals / elapsed time, S = busy time / completions, \u03c1 = λS/c. "
+        "λ = arrivals / elapsed time, S = service time of the completed visits / completions, "
+        "\u03c1 = λS/c. "
         "The twin predicts the steady-state mean wait in queue: Erlang C (M/M/c) where the "
         "scenario's service distribution is exponential-like (scv within "
         f"{SCV_TOLERANCE:g} of 1), otherwise the Allen-Cunneen M/G/c approximation, marked as "
@@ -876,6 +909,13 @@ def rebuild_report(folder: Path) -> ReportFiles:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; not a run folder")
     summary = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: not a run summary (a JSON object), got {type(summary).__name__}")
+    if summary.get("kind") in ("comparison", "plan"):
+        raise ValueError(
+            f"{path}: the folder of a {summary['kind']}, not of a run; "
+            "its report is written by compare or plan and cannot be rebuilt"
+        )
     if summary.get("format") != SUMMARY_FORMAT:
         raise ValueError(f"{path}: unknown summary format {summary.get('format')!r}")
     return _render(folder, summary, _read_frames(folder))

@@ -634,8 +634,12 @@ def test_report_rebuilds_in_place_through_dot_and_through_a_link(smoke_run, tmp_
 @pytest.mark.parametrize(
     ("summary", "message"),
     [
-        ("[]", "cannot rebuild the report"),
-        ("null", "cannot rebuild the report"),
+        ("[]", "cannot rebuild the report: odd/summary.json: not a run summary"),
+        ("null", "cannot rebuild the report: odd/summary.json: not a run summary"),
+        (
+            '{"kind": "comparison", "format": 1}',
+            "cannot rebuild the report: odd/summary.json: the folder of a comparison, not of a run",
+        ),
     ],
 )
 def test_report_on_a_summary_of_the_wrong_shape_exits_2_naming_the_folder(

@@ -622,3 +622,20 @@ def test_the_run_report_uses_the_shared_pieces():
 def test_report_files_are_paths(report_one):
     assert isinstance(report_one.folder, Path)
     assert report_one.summary.name == "summary.json"
+
+
+def test_the_warm_up_is_stated_as_applied():
+    rows = {"warmup": 30.0, "interval": 60.0, "scenario": {"metrics": {"requests": "rows"}}}
+    assert report._warmup_words(rows) == (
+        "30 s; station utilisation from the first interval after it, 60 s"
+    )
+    aggregate = {**rows, "scenario": {"metrics": {"requests": "aggregate"}}}
+    assert report._warmup_words(aggregate) == (
+        "30 s; request figures and station utilisation from the first interval after it, 60 s"
+    )
+    assert report._warmup_words({"warmup": 60.0, "warmups": [60.0], "interval": 60.0}) == "60 s"
+    auto = {**rows, "warmup": 57.7, "warmups": [57.7, 145.7, 146.6], "interval": 10.0}
+    assert report._warmup_words(auto) == (
+        "57.7 s to 2.44 min (per replication); station utilisation from the first interval "
+        "after it, 60 s to 2.5 min"
+    )
