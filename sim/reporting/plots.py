@@ -63,12 +63,13 @@ FUNNEL_STAGES = (
     "sessions",
     "product views",
     "carts",
-    "checkouts",
+    "checkout page",
     "paid",
     "delivered",
     "returned",
 )
-"""The conversion funnel's stages, top to bottom."""
+"""The conversion funnel's stages, top to bottom (``checkout page``: sessions that reached the
+checkout page, not orders placed, which the ``checkouts`` KPI counts)."""
 
 PRODUCT_PAGE, CART_PAGE, CHECKOUT_PAGE = "product_detail", "shopping_cart", "buy_confirm"
 
@@ -514,7 +515,7 @@ def plot_funnel(funnel: pd.DataFrame) -> Figure:
     ax.invert_yaxis()
     ax.set_xlim(0, max(float(counts.max()) if counts.size else 0.0, 1.0) * 1.2)
     ax.set_xlabel("sessions (top four stages) / orders (bottom three)")
-    ax.set_title("Conversion funnel (share of sessions started)")
+    ax.set_title("Conversion funnel, whole run (share of sessions started)")
     ax.grid(True, axis="x", alpha=0.3)
     return fig
 

@@ -588,8 +588,9 @@ _PLOTS = (
     ),
     _Plot(
         "funnel.png",
-        "Conversion funnel: sessions started, then sessions that viewed a product, opened the "
-        "cart and reached checkout, then orders paid, delivered and returned.",
+        "Conversion funnel over the whole run, warm-up included: sessions started, then sessions "
+        "that viewed a product, opened the cart and reached the checkout page, then orders paid, "
+        "delivered and returned. The Conversion KPI counts sessions after the warm-up only.",
         lambda s, f: plots.plot_funnel(f["funnel"]),
     ),
     _Plot(
