@@ -428,8 +428,12 @@ def _boxplot_orientation() -> dict[str, object]:
     return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
 
 
-def plot_latency_by_page(requests: pd.DataFrame) -> Figure:
-    """Return a box plot of response times per page (ms, log scale), slowest median on top."""
+def plot_latency_by_page(requests: pd.DataFrame, sample: float = 1.0) -> Figure:
+    """Return a box plot of response times per page (ms, log scale), slowest median on top.
+
+    ``sample`` is the share of the run's requests that ``requests`` holds (a uniform sample
+    of a long run's rows): below 1 the title says that the counts are the sample's.
+    """
     data = requests.loc[requests["response"] > 0, ["page", "response"]]
     groups = {
         str(page): rows["response"].to_numpy(dtype=float) * 1000.0
@@ -452,7 +456,10 @@ def plot_latency_by_page(requests: pd.DataFrame) -> Figure:
     else:
         _no_data(ax, "no requests")
     ax.set_xlabel("response time (ms, log scale; box: quartiles, whiskers: p5-p95)")
-    ax.set_title("Response time distribution per page")
+    title = "Response time distribution per page"
+    if sample < 1.0:
+        title += f" (a {sample:.1%} uniform sample of the requests: n counts the sample)"
+    ax.set_title(title)
     ax.grid(True, axis="x", which="both", alpha=0.3)
     return fig
 

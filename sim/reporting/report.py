@@ -190,11 +190,17 @@ def _combine(results: Sequence[RunResult]) -> dict[str, pd.DataFrame]:
 def _sample_requests(requests: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Return ``requests`` or a deterministic uniform sample of MAX_REQUEST_ROWS rows."""
     total = len(requests)
-    if total <= MAX_REQUEST_ROWS:
+    fraction = _sampling_fraction(total)
+    if fraction == 1.0:
         return requests, 1.0
     rng = np.random.default_rng(SAMPLE_SEED)
     keep = np.sort(rng.choice(total, size=MAX_REQUEST_ROWS, replace=False))
-    return requests.iloc[keep].reset_index(drop=True), MAX_REQUEST_ROWS / total
+    return requests.iloc[keep].reset_index(drop=True), fraction
+
+
+def _sampling_fraction(total: int) -> float:
+    """Return the share of ``total`` request rows that requests.csv keeps."""
+    return 1.0 if total <= MAX_REQUEST_ROWS else MAX_REQUEST_ROWS / total
 
 
 def _read_frames(folder: Path) -> dict[str, pd.DataFrame]:
@@ -520,7 +526,9 @@ def format_summary(results: Sequence[RunResult]) -> str:
     """
     results = list(results)
     _check_results(results)
-    return _text_summary(_build_summary(results))
+    total = sum(len(r.frames["requests"]) for r in results)  # as write_run_report counts
+    summary = _build_summary(results, requests_rows=total, fraction=_sampling_fraction(total))
+    return _text_summary(summary)
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -571,7 +579,7 @@ _PLOTS = (
         lambda s, f: (
             plots.plot_latency_quantiles_by_page(f["page_latency"])
             if "page_latency" in f
-            else plots.plot_latency_by_page(f["requests"])
+            else plots.plot_latency_by_page(f["requests"], s.get("requests_sampling_fraction", 1.0))
         ),
     ),
     _Plot(

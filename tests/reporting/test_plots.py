@@ -266,6 +266,11 @@ def test_latency_by_page_box_plot_on_a_log_axis(one_run):
     medians = requests.groupby("page")["response"].median().sort_values()
     assert [label.split(" ")[0] for label in labels] == medians.index.tolist()  # slowest on top
     assert len(ax.lines) == 6 * len(pages)  # per page: box, median, 2 whiskers, 2 caps
+    assert ax.get_title() == "Response time distribution per page"
+    sampled = plot_latency_by_page(requests, 0.7).axes[0]
+    assert sampled.get_title().endswith(
+        "(a 70.0% uniform sample of the requests: n counts the sample)"
+    )
 
 
 def test_latency_by_page_with_no_requests_says_so():

@@ -501,6 +501,10 @@ def test_big_request_frames_are_sampled_deterministically(one_run, tmp_path, mon
     text = read_page(files).all_text()
     assert f"uniform random sample of {300 / total:.2%} of the {total:,} requests" in text
     assert "requests.csv holds a" in format_summary_from(summary)
+    # what the command line prints says so too (it summarises the results, not the folder)
+    assert format_summary(one_run).splitlines()[-1] == (
+        f"  note            requests.csv holds a {300 / total:.1%} sample of {total:,} requests"
+    )
 
 
 def format_summary_from(summary: dict) -> str:
