@@ -382,11 +382,17 @@ def plot_cache_hit_rate(
     """Return the cache hit rate per interval (%), from ``frames["cache"]``.
 
     ``cache`` has ``start`` and ``hit_rate`` per interval; ``interval`` (seconds) places each
-    point mid-interval (default: the spacing of the starts).
+    point mid-interval (default: the spacing of the starts), the last one mid-way to the
+    ``horizon`` when it cuts that interval short.
     """
     fig = _figure()
     ax = fig.add_subplot()
-    rows = cache if interval is None else cache.assign(length=float(interval))
+    rows = cache
+    if interval is not None:
+        length = np.full(len(cache), float(interval))
+        if horizon is not None:
+            length = np.minimum(length, horizon - cache["start"].to_numpy(dtype=float))
+        rows = cache.assign(length=length)
     ax.plot(
         _midpoints(rows),
         cache["hit_rate"].to_numpy(dtype=float) * 100.0,

@@ -246,6 +246,9 @@ def test_cache_plot_shows_hit_rate_in_percent(frames):
     (line,) = data_lines(fig.axes[0])
     assert line.get_ydata().tolist() == pytest.approx((frames["cache"]["hit_rate"] * 100).tolist())
     assert line.get_xdata().tolist() == [0.5, 1.5]  # spacing of the starts when no interval
+    # a horizon that cuts the last interval short: its point is mid-way to the horizon
+    cut = plot_cache_hit_rate(frames["cache"], interval=60.0, horizon=90.0)
+    assert data_lines(cut.axes[0])[0].get_xdata().tolist() == [0.5, 1.25]
 
 
 def test_order_state_plot_has_a_step_line_per_state(frames):
