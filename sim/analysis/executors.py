@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures as _futures
 from typing import Any, TypeVar
@@ -34,6 +36,7 @@ __all__ = [
     "ExecutorError",
     "InProcessExecutor",
     "ProcessExecutor",
+    "TaskFailed",
     "TaskProgress",
     "default_jobs",
     "make_executor",
@@ -161,15 +164,19 @@ class _FutureExecutor(Executor):
     ) -> list[R]:
         """Return ``[fn(task) for task in tasks]``, in task order, whatever order they finish in.
 
-        ``progress(done, total)`` is called as each task finishes. An exception in a task is
-        raised here, after the tasks not yet finished are cancelled.
+        ``progress(done, total)`` is called as each task finishes. The first exception in a
+        task is raised here as soon as that task ends, after the tasks not yet finished are
+        cancelled; so is an interrupt (Ctrl-C), which stops the tasks under way too.
         """
         tasks = list(tasks)
         if not tasks:
             return []
         pending = self._submit(fn, tasks)
         try:
-            for done, _ in enumerate(self._as_completed(pending), start=1):
+            for done, future in enumerate(self._as_completed(pending), start=1):
+                error = future.exception()
+                if error is not None:
+                    raise error
                 if progress is not None:
                     progress(done, len(tasks))
             return self._gather(pending)
@@ -214,7 +221,7 @@ class ProcessExecutor(_FutureExecutor):
 
     def _submit(self, fn: Callable[[T], R], tasks: list[T]) -> list[Any]:
         pool = self._ensure_pool()
-        return [pool.submit(fn, task) for task in tasks]
+        return [pool.submit(_call_in_worker, fn, task) for task in tasks]
 
     def _as_completed(self, pending: list[Any]) -> Iterable[Any]:
         return _futures.as_completed(pending)
@@ -223,8 +230,24 @@ class ProcessExecutor(_FutureExecutor):
         return [future.result() for future in pending]
 
     def _cancel(self, pending: list[Any]) -> None:
+        """Cancel what has not started and stop the workers: nothing is left running.
+
+        The tasks under way are pure computations whose results nobody will read, and a
+        pool waits for them when it shuts down (after Ctrl-C, for minutes), so its processes
+        are ended. The next ``map`` starts a fresh pool.
+        """
         for future in pending:
             future.cancel()
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # No public way to end the workers before Python 3.14; shutdown forgets them.
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        pool.shutdown(wait=False, cancel_futures=True)  # the pool is broken now: let it go
 
     def close(self) -> None:
         """Shut the pool down, cancelling tasks not yet started."""
@@ -235,6 +258,33 @@ class ProcessExecutor(_FutureExecutor):
     def describe(self) -> str:
         """Return ``"process pool (N jobs)"``."""
         return f"process pool ({self.jobs} job{'s' if self.jobs != 1 else ''})"
+
+
+class TaskFailed(Exception):
+    """A task's exception that could not travel back from its worker as itself."""
+
+
+def _call_in_worker(fn: Callable[[T], R], task: T) -> R:
+    """Run one task in a pool process; an exception that would not unpickle comes back whole.
+
+    The pool sends a task's exception back pickled. One that does not survive the trip (an
+    ``__init__`` with other arguments, an unpicklable attribute) would arrive as an unrelated
+    error or break the pool: it is sent as :class:`TaskFailed` with its type, message and
+    traceback instead.
+    """
+    try:
+        return fn(task)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            trace = "".join(traceback.format_exception(exc)).rstrip()
+            failure = TaskFailed(f"{type(exc).__name__}: {exc}\n{trace}")
+        else:
+            raise
+    # Raised outside the handler, so that it carries no context: the original would be
+    # pickled with it (some libraries pickle an exception's context) and fail again.
+    raise failure
 
 
 def _import_distributed() -> Any:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +32,25 @@ def fail_on_three(x: int) -> int:
     if x == 3:
         raise ValueError(f"task {x} failed")
     return x
+
+
+def first_fast_then_long(x: int) -> int:
+    """Task 0 ends at once; the others would run for a minute."""
+    if x:
+        time.sleep(60.0)
+    return x
+
+
+class LockedError(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.lock = threading.Lock()
+
+
+def fail_oddly(x: int) -> int:
+    raise LockedError(f"task {x} broke")
 
 
 # --- in-process -----------------------------------------------------------------------------------
@@ -218,7 +239,37 @@ def test_a_failing_task_is_raised_after_the_rest_are_cancelled():
             cancelled.append(len(pending))
             super()._cancel(pending)
 
-    with Recording(1) as executor, pytest.raises(ValueError, match="task 3 failed"):
-        executor.map(fail_on_three, range(6), progress=lambda d, t: seen.append(d))
-    assert cancelled == [6]
-    assert seen == [1, 2, 3, 4, 5, 6]  # a failed task counts as finished; gathering raises
+    with Recording(1) as executor:
+        with pytest.raises(ValueError, match="task 3 failed"):
+            executor.map(fail_on_three, range(6), progress=lambda d, t: seen.append(d))
+        assert cancelled == [6]
+        assert seen == [1, 2, 3]  # raised when task 3 failed, not after the others ran
+        assert executor.map(fail_on_three, [1, 2]) == [1, 2]  # a fresh pool for the next map
+
+
+def test_an_interrupt_stops_the_tasks_under_way():
+    """Ctrl-C while tasks run: the workers are ended, not waited for (a minute here)."""
+
+    workers: list = []
+
+    with ProcessExecutor(2) as executor:
+
+        def interrupt(done: int, total: int) -> None:
+            assert executor._pool is not None
+            workers.extend(executor._pool._processes.values())  # the pool's, while it runs
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            executor.map(first_fast_then_long, range(3), progress=interrupt)
+        assert executor._pool is None
+    assert len(workers) == 2
+    for worker in workers:  # ended by a signal, not by finishing their minute of work
+        worker.join(timeout=10.0)
+        assert worker.exitcode == -signal.SIGTERM
+
+
+def test_an_exception_that_cannot_be_unpickled_comes_back_with_its_message():
+    with ProcessExecutor(1) as executor:
+        with pytest.raises(executors.TaskFailed, match=r"LockedError: task 0 broke"):
+            executor.map(fail_oddly, [0])
+        assert executor.map(fail_on_three, [1]) == [1]  # the pool still works
