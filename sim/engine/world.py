@@ -194,7 +194,27 @@ def password_for(email: str) -> str:
 
 
 def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) -> World:
-    """Build every resource, the catalog, the customers and the coupons of one run."""
+    """Build every resource, the catalog, the customers and the coupons of one run.
+
+    The store is opened first; if anything after fails (or is interrupted), it is closed
+    again before the error goes on, so no file or connection is left open.
+    """
+    storage = scenario.storage
+    uow = attach_subscribers(
+        open_store(storage.kind, storage.path, replication=streams.replication),
+        notifications=False,
+    )
+    try:
+        return _furnish(env, scenario, streams, uow)
+    except BaseException:
+        uow.close()
+        raise
+
+
+def _furnish(
+    env: simpy.Environment, scenario: Scenario, streams: Streams, uow: UnitOfWork
+) -> World:
+    """Build the world of :func:`build_world` around its opened store."""
     sc = scenario
     recorder = Recorder(sc.metrics.requests, sc.metrics.interval)
     fraud = sc.payments.fraud
@@ -210,11 +230,6 @@ def build_world(env: simpy.Environment, scenario: Scenario, streams: Streams) ->
         )
         if fraud.enabled
         else FraudRules(review_at=100, block_at=100, large_amount=Money(10**12)),
-    )
-    storage = sc.storage
-    uow = attach_subscribers(
-        open_store(storage.kind, storage.path, replication=streams.replication),
-        notifications=False,
     )
     interval = sc.metrics.interval
     stations = sc.stations

@@ -439,3 +439,31 @@ def test_sessions_still_walking_at_the_horizon_are_reported_in_flight():
     assert len(in_flight) > 0
     assert (in_flight["end"] == result.scenario.horizon).all()
     assert sessions["session"].is_unique
+
+
+def test_a_world_that_fails_to_build_closes_its_store(tmp_path, monkeypatch):
+    """The store opens first; an error (or Ctrl-C) later in the build must not leave it open."""
+    import simpy
+
+    from sim.engine import world as world_module
+    from sim.engine.rng import Streams
+    from sim.services.sqlite_store import SqliteUnitOfWork
+
+    closed: list[str] = []
+    close = SqliteUnitOfWork.close
+
+    def recording_close(self: SqliteUnitOfWork) -> None:
+        closed.append("closed")
+        close(self)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SqliteUnitOfWork, "close", recording_close)
+    monkeypatch.setattr(world_module, "CacheStore", broken)
+    path = tmp_path / "shop.db"
+    scenario = tiny({"storage": {"kind": "sqlite", "path": str(path)}})
+    with pytest.raises(KeyboardInterrupt):
+        build_world(simpy.Environment(), scenario, Streams(scenario.seed, 0))
+    assert closed == ["closed"]
+    assert path.is_file()  # the store file was made, and is left closed
