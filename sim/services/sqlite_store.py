@@ -272,13 +272,8 @@ class _Database:
         conn = self.conn
         try:
             conn.execute("PRAGMA foreign_keys = ON")
-            if self.is_file:
-                self.retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchall())
-                # NORMAL: in WAL mode a commit survives the process being killed (the WAL is
-                # in the OS's cache) and the file stays consistent even on power loss; only
-                # the last commits before a power cut may be lost. FULL would fsync every
-                # commit for durability a simulation does not need.
-                conn.execute("PRAGMA synchronous = NORMAL")
+            # The file is checked (or made a store) before anything about it is changed: a
+            # database that is not ours is refused as it was found, its journal mode intact.
             self.begin()
             try:
                 self._check_or_create_schema()
@@ -286,6 +281,13 @@ class _Database:
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+            if self.is_file:
+                self.retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchall())
+                # NORMAL: in WAL mode a commit survives the process being killed (the WAL is
+                # in the OS's cache) and the file stays consistent even on power loss; only
+                # the last commits before a power cut may be lost. FULL would fsync every
+                # commit for durability a simulation does not need.
+                conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
             raise StoreFileError(f"{self.path}: not an {APPLICATION} store ({exc})") from exc
 

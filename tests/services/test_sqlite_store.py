@@ -625,8 +625,12 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path):
     other = tmp_path / "other.db"
     with contextlib.closing(sqlite3.connect(other)) as conn:
         conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+    before = other.read_bytes()
     with pytest.raises(StoreFileError, match="a SQLite database, but not an ecommerce-sim store"):
         SqliteUnitOfWork.connect(other)
+    assert other.read_bytes() == before  # refused as found: not even its journal mode changed
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
     with pytest.raises(StoreFileError, match="cannot open"):
         SqliteUnitOfWork.connect(tmp_path / "no-such-dir" / "x.db")
 
