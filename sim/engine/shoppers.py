@@ -124,15 +124,17 @@ def abandonment_check(world: World, user_id: str) -> Generator[simpy.Event, Any,
     shopping.check_abandoned(world.uow, user_id, world.env.now, after=after)
 
 
-def _page_key(state: str) -> list[str]:
-    """Return the cache key list of a page that names no product (built once per page)."""
-    keys = _PAGE_KEYS.get(state)
-    if keys is None:
-        keys = _PAGE_KEYS[state] = [f"page:{state}"]
-    return keys
+def _listed(world: World, keys: list[str], count: int, rng: np.random.Generator) -> list[str]:
+    """Return the ``count`` cache keys a page reads: the products its use case named, first.
 
-
-_PAGE_KEYS: dict[str, list[str]] = {}
+    A page shows ``count`` items (the TPC-W home page five promotions, a search page ten
+    results): what its use case found, topped up with products drawn by popularity (the
+    promotions of a page that names none, the other items of a short result list).
+    """
+    if len(keys) >= count:
+        return keys if len(keys) == count else keys[:count]
+    pick = world.pick_product
+    return keys + [f"product:{pick(rng.random())}" for _ in range(count - len(keys))]
 
 
 def page(world: World, shopper: Shopper, state: str) -> Generator[simpy.Event, Any, None]:
@@ -156,8 +158,9 @@ def page(world: World, shopper: Shopper, state: str) -> Generator[simpy.Event, A
             if waiting is not None:
                 yield from waiting
         if demand.cache_lookups:
+            count = demand.cache_lookups
             hits, misses, cache_wait, db_wait = yield from cache_server.lookups(
-                world, keys or _page_key(state), demand.cache_lookups, rng
+                world, _listed(world, keys, count, rng), count, rng
             )
         if demand.queries:
             db_wait += yield from cache_server.queries(world, demand.queries, rng)

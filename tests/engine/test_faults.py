@@ -167,10 +167,13 @@ def test_a_cache_flush_empties_the_cache_at_its_time():
 
 
 def test_the_hit_rate_drops_in_the_interval_after_a_cache_flush():
-    scenario = tiny({**GRAPH, "metrics.interval": 10, "faults": [{"cache_flush": 100}]})
+    one_product = {"catalog.products": 1, "catalog.categories": 1}
+    scenario = tiny(
+        {**GRAPH, **one_product, "metrics.interval": 10, "faults": [{"cache_flush": 100}]}
+    )
     result = run(scenario, 3)
     cache = result.frames["cache"].set_index("start")
-    # one key (page:home) after the first request: every look-up hits, until the flush
+    # one product: after the first request every look-up hits, until the flush
     assert cache.loc[90.0, "hit_rate"] == 1.0 and cache.loc[90.0, "misses"] == 0
     assert cache.loc[100.0, "misses"] == 1
     assert cache.loc[100.0, "hit_rate"] < 1.0

@@ -30,6 +30,10 @@ def _graph(path: list[str], **extra) -> dict:
     return {"behavior.graph": graph}
 
 
+ONE_PRODUCT = {"catalog.products": 1, "catalog.categories": 1}
+"""A catalog of one product: every look-up a page draws is of it, so traces are exact."""
+
+
 def _world(path: list[str], overrides: dict | None = None, seed: int = 1, **graph_extra):
     overrides = dict(overrides or {})
     if "pages" in overrides:  # only pages of the graph may be overridden
@@ -61,16 +65,16 @@ def _sessions_rows(world) -> list[tuple]:
 
 
 def test_one_session_over_a_custom_graph_has_exact_request_and_response_times():
-    world = _world(["home", "product_detail"])
+    world = _world(["home", "product_detail"], ONE_PRODUCT)
     _sessions(world, 1)
     world.env.run()
-    home = APP + CACHE + DB + 4 * CACHE  # 5 look-ups of page:home, the first misses
+    home = APP + CACHE + DB + 4 * CACHE  # 5 promotions, all the one product: the first misses
     t1 = home + THINK
-    detail = APP + CACHE + DB  # the product misses
+    detail = APP + CACHE  # the product is cached now
     end = t1 + detail + THINK
     assert _requests(world) == [
         (0.0, 1, None, "home", home, 0.0, APP, 0.0, 1, 0.0, 4, 1, "ok"),
-        (t1, 1, None, "product_detail", detail, 0.0, APP, 0.0, 1, 0.0, 0, 1, "ok"),
+        (t1, 1, None, "product_detail", detail, 0.0, APP, 0.0, 0, 0.0, 1, 0, "ok"),
     ]
     assert _sessions_rows(world) == [(1, None, 0.0, end, 2, False, 0, "exit")]
     assert world.env.now == end
@@ -80,11 +84,11 @@ def test_one_session_over_a_custom_graph_has_exact_request_and_response_times():
 
 
 def test_concurrent_sessions_queue_for_one_app_server_and_share_the_cache():
-    world = _world(["home"], {"stations.app.servers": 1})
+    world = _world(["home"], {"stations.app.servers": 1, **ONE_PRODUCT})
     _sessions(world, 1, 2)
     world.env.run()
     first = APP + CACHE + DB + 4 * CACHE
-    second = APP + 5 * CACHE  # page:home is cached now
+    second = APP + 5 * CACHE  # the product is cached now
     assert _requests(world) == [
         (0.0, 1, None, "home", first, 0.0, APP, 0.0, 1, 0.0, 4, 1, "ok"),
         (0.0, 2, None, "home", first + second, first, APP, 0.0, 0, 0.0, 5, 0, "ok"),
@@ -92,7 +96,10 @@ def test_concurrent_sessions_queue_for_one_app_server_and_share_the_cache():
 
 
 def test_page_overrides_set_app_factor_queries_and_lookups():
-    world = _world(["home"], {"pages": {"home": {"app": 2.0, "queries": 3, "cache_lookups": 2}}})
+    world = _world(
+        ["home"],
+        {"pages": {"home": {"app": 2.0, "queries": 3, "cache_lookups": 2}}, **ONE_PRODUCT},
+    )
     _sessions(world, 1)
     world.env.run()
     response = 2 * APP + CACHE + DB + CACHE + 3 * DB
@@ -467,7 +474,9 @@ def test_a_rate_schedule_is_sampled_by_thinning_at_the_peak_rate():
 
 
 def test_a_closed_shopper_thinks_between_sessions():
-    world = _world(["home"], {"arrivals": {"closed": {"users": 1, "think": {"constant": 3}}}})
+    world = _world(
+        ["home"], {"arrivals": {"closed": {"users": 1, "think": {"constant": 3}}}, **ONE_PRODUCT}
+    )
     world.env.process(shoppers.closed_shopper(world, 1))
     world.env.run(until=15.0)
     home = APP + CACHE + DB + 4 * CACHE
@@ -490,3 +499,24 @@ def test_a_closed_population_alone_runs():
     result = run(tiny(data), 1)
     assert result.kpis["sessions"] > 0
     assert set(result.frames["sessions"]["session"]) >= {CLOSED_SID_BASE + 1}
+
+
+def test_a_page_reads_as_many_items_as_it_shows_each_a_product():
+    """Home's five promotions are five products drawn by popularity, not one page key read
+    five times; a use case's own products come first and are topped up to the count."""
+    world = _world(["home"], {"catalog.products": 500, "stations.cache.capacity": 1000})
+    _sessions(world, 1)
+    world.env.run()
+    (row,) = _requests(world)
+    hits, misses = row[10], row[11]
+    # an empty cache: each product misses once (one page key would miss once, hit four times)
+    assert hits + misses == 5 and misses >= 2 and len(world.cache) == misses
+    keys = shoppers._listed(world, [], 5, np.random.default_rng(1))
+    assert len(keys) == 5 and all(k.startswith("product:") for k in keys)
+    assert len(set(keys)) > 1  # drawn, so rarely all the same product of 500
+    named = ["product:a", "product:b"]
+    topped = shoppers._listed(world, named, 5, np.random.default_rng(1))
+    assert topped[:2] == named and len(topped) == 5
+    assert shoppers._listed(world, [f"product:{i}" for i in range(12)], 10, None) == [
+        f"product:{i}" for i in range(10)
+    ]
