@@ -211,7 +211,7 @@ def test_plan_writes_csv_plots_and_report(tmp_path):
         "--size",
         "stations.app.servers",
         "--slo",
-        "page_p95<=90ms",
+        "page_p95<=150ms",
         "--slo",
         "app_wait<=5ms",
         *SHORT,

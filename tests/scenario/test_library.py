@@ -353,9 +353,9 @@ def test_cache_failure_keeps_the_books_and_records_its_faults(cache_failure):
 def test_cache_failure_hit_rate_dips_at_the_flush_and_recovers(cache_failure):
     hit = cache_failure.frames["cache"].set_index("start")["hit_rate"]
     warm = between(hit.to_frame(), FLUSH - 120, FLUSH)["hit_rate"]
-    assert warm.min() > 0.9
+    assert warm.min() > 0.75  # about 0.83 (the scenario's comment)
     assert hit[FLUSH] < warm.min() - 0.1  # the interval that starts with the flush
-    assert between(hit.to_frame(), FLUSH + 60, DOWN)["hit_rate"].min() > 0.9
+    assert between(hit.to_frame(), FLUSH + 60, DOWN)["hit_rate"].min() > 0.75
 
 
 def test_cache_failure_hit_rate_collapses_while_down_and_recovers_after(cache_failure):
@@ -363,7 +363,7 @@ def test_cache_failure_hit_rate_collapses_while_down_and_recovers_after(cache_fa
     down = between(cache, DOWN, UP)
     assert len(down) == (UP - DOWN) // 15
     assert (down["hits"] == 0).all() and (down["misses"] > 0).all()
-    assert between(cache, UP + 60, 16 * 60)["hit_rate"].min() > 0.9
+    assert between(cache, UP + 60, 16 * 60)["hit_rate"].min() > 0.75
 
 
 def test_cache_failure_sends_the_misses_to_the_database(cache_failure):
@@ -371,8 +371,9 @@ def test_cache_failure_sends_the_misses_to_the_database(cache_failure):
     before = between(database, DOWN - 120, DOWN)
     down = between(database, DOWN, UP)
     after = between(database, UP + 60, 16 * 60)
-    assert down["utilisation"].mean() > 4 * before["utilisation"].mean()
-    assert down["arrivals"].sum() / len(down) > 4 * before["arrivals"].sum() / len(before)
+    # a miss in about six look-ups when warm, every look-up when down
+    assert down["utilisation"].mean() > 3 * before["utilisation"].mean()
+    assert down["arrivals"].sum() / len(down) > 3 * before["arrivals"].sum() / len(before)
     assert after["utilisation"].mean() < 2 * before["utilisation"].mean()
     requests = cache_failure.frames["requests"]
     waits = requests.groupby(requests["time"].between(DOWN, UP))["db_wait"].mean()
