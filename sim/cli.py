@@ -190,8 +190,10 @@ def _new_folder(name: str, kind: str, seed: int) -> Path:
     """Return ``reports/<name>/[<kind>-]<stamp>-seed<seed>``, numbered if it exists already.
 
     The scenario's name is free text; its folder keeps letters, digits, ``.``, ``-`` and
-    ``_`` (anything else becomes ``_``, leading and trailing dots go), so no name can reach
-    outside ``reports/`` (``..``, ``/tmp/x``), nest folders or make an invalid file name.
+    ``_`` (each run of anything else becomes one ``_``), drops leading and trailing dots and
+    underscores, keeps at most 100 characters, and is ``scenario`` if nothing is left: no
+    name can reach outside ``reports/`` (``..``, ``/tmp/x``), nest folders or make an
+    invalid file name.
     """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder_name = _UNSAFE.sub("_", name).strip("._")[:_FOLDER_NAME_MAX] or "scenario"

@@ -166,7 +166,8 @@ class _FutureExecutor(Executor):
 
         ``progress(done, total)`` is called as each task finishes. The first exception in a
         task is raised here as soon as that task ends, after the tasks not yet finished are
-        cancelled; so is an interrupt (Ctrl-C), which stops the tasks under way too.
+        cancelled; so is an interrupt (Ctrl-C). How far cancelling reaches is the
+        executor's: the process pool ends its workers, Dask cancels what it can.
         """
         tasks = list(tasks)
         if not tasks:
@@ -200,8 +201,8 @@ class _FutureExecutor(Executor):
 class ProcessExecutor(_FutureExecutor):
     """Runs tasks in a pool of ``jobs`` local processes (``ProcessPoolExecutor``).
 
-    The pool starts on first use and is reused by later ``map`` calls until :meth:`close`.
-    An exception in a task is raised here, after the remaining tasks are cancelled.
+    The pool starts on first use and is reused by later ``map`` calls until :meth:`close`;
+    a failed or interrupted ``map`` ends its workers, and the next one starts a fresh pool.
     """
 
     name = "process"

@@ -183,7 +183,8 @@ def parse_slo(text: str) -> Slo:
     target = _parse_target(kpi, value, text)
     if target < 0:
         raise ValueError(f"--slo {text!r}: the target must not be negative")
-    if (kpi in _RATIO_KPIS or kpi.endswith(_RATIO_SUFFIXES)) and target > 1:
+    share = kpi in _RATIO_KPIS or kpi.endswith(_RATIO_SUFFIXES)
+    if share and comparison == ">=" and target > 1:  # (<= above 1 always holds: harmless)
         raise ValueError(
             f"--slo {text!r}: {kpi} is a share (0 to 1, or 0 % to 100 %); "
             f"no run reaches {value.strip()}"
@@ -219,8 +220,14 @@ def capacity_value(scenario: Scenario, path: str) -> int:
     of the shop works too (``catalog.products``), without the analytic twin's first guess.
     The run's own settings (seed, replications) are not the shop's and are refused.
     """
+    if path in _RUN_SETTINGS:
+        raise ValueError(
+            f"--size {path!r} is a setting of the run, not a capacity of the shop; size e.g. "
+            "stations.app.servers, stations.database.pool, payments.gateways.NAME.servers or "
+            "fulfilment.warehouses.NAME.workers"
+        )
     value = lookup(scenario.to_data(), path)
-    if path in _RUN_SETTINGS or isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int):
         shown = "nothing" if value is None else repr(value)
         raise ValueError(
             f"--size {path!r} is not an integer capacity of the scenario (found {shown}); "

@@ -106,23 +106,31 @@ class Money:
     __rmul__ = __mul__
 
     # Amounts of one currency compare; two currencies raise CurrencyMismatch (no exchange rate).
-    def __lt__(self, other: Money) -> bool:
+    def __lt__(self, other: object) -> bool:
         """Return True if this amount is smaller than ``other`` (same currency)."""
+        if not isinstance(other, Money):
+            return NotImplemented
         self._check(other)
         return self.minor < other.minor
 
-    def __le__(self, other: Money) -> bool:
+    def __le__(self, other: object) -> bool:
         """Return True if this amount is at most ``other`` (same currency)."""
+        if not isinstance(other, Money):
+            return NotImplemented
         self._check(other)
         return self.minor <= other.minor
 
-    def __gt__(self, other: Money) -> bool:
+    def __gt__(self, other: object) -> bool:
         """Return True if this amount is larger than ``other`` (same currency)."""
+        if not isinstance(other, Money):
+            return NotImplemented
         self._check(other)
         return self.minor > other.minor
 
-    def __ge__(self, other: Money) -> bool:
+    def __ge__(self, other: object) -> bool:
         """Return True if this amount is at least ``other`` (same currency)."""
+        if not isinstance(other, Money):
+            return NotImplemented
         self._check(other)
         return self.minor >= other.minor
 

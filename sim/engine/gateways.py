@@ -68,7 +68,12 @@ class GatewayModel:
         timer = env.timeout(spec.timeout)
         got = yield req | timer
         if req not in got:
-            req.cancel()  # gave up in the queue: the gateway never saw the call
+            # Gave up in the queue: the gateway never saw the call. A server granted at the
+            # very instant the client gave up is handed straight back.
+            if req.triggered:
+                self.station.release(req)
+            else:
+                req.cancel()
             return "timeout", env.now - start, False
         answer = self.settled.get(key)
         replayed = answer is not None

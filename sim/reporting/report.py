@@ -28,7 +28,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import sim
-from sim.analysis.stats import COUNT_KPIS, flatten_numeric, summarize_replications
+from sim.analysis.stats import (
+    COUNT_KPIS,
+    flatten_numeric,
+    missing_is_zero,
+    summarize_replications,
+)
 from sim.analysis.theory import mgc_wait, mmc
 from sim.engine.metrics import (
     aggregate_request_series,
@@ -380,6 +385,8 @@ def _build_summary(
     else:
         stats = summarize_replications([r.kpis for r in results], zero_fill=COUNT_KPIS)
         flats = [flatten_numeric(r.kpis) for r in results]
+        # as summarize_replications reads them: a count missing from a replication is 0 there
+        defaults = {key: 0.0 if missing_is_zero(key) else float("nan") for key in stats}
         kpis = {
             key: {
                 "mean": s.mean,
@@ -387,7 +394,7 @@ def _build_summary(
                 "low": s.low,
                 "high": s.high,
                 "n": s.n,
-                "values": [flat.get(key, float("nan")) for flat in flats],
+                "values": [flat.get(key, defaults[key]) for flat in flats],
             }
             for key, s in stats.items()
         }
@@ -752,8 +759,9 @@ def _html(
         + escape(
             f"{n} replication{'s' if replicated else ''} of {format_duration(summary['horizon'])} "
             f"simulated (warm-up {_warmup_words(summary)} excluded from the rates, "
-            "response times, utilisation, cache hit rate and conversion; counts and revenue "
-            f"cover the whole run); seed{'s' if replicated else ''} {seeds}; "
+            "response times and per-page request counts, utilisation, cache hit rate and "
+            "conversion; the other counts, revenue and payment success cover the whole run); "
+            f"seed{'s' if replicated else ''} {seeds}; "
             f"ecommerce-sim {summary['version']}; "
             f"{summary['runtime']['total_seconds']:.2f} s of run time"
             + (" (summed over replications)." if replicated else ".")

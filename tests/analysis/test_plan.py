@@ -59,7 +59,7 @@ def test_parse_slo(text, expected):
         ("payment_success>=1.5", "payment_success is a share (0 to 1, or 0 % to 100 %)"),
         ("conversion>=7", "no run reaches 7"),
         ("cache_hit_rate>=101%", "cache_hit_rate is a share"),
-        ("utilisation.app.utilisation<=1.2", "utilisation.app.utilisation is a share"),
+        ("utilisation.app.utilisation>=1.2", "utilisation.app.utilisation is a share"),
     ],
 )
 def test_parse_slo_rejects(text, message):
@@ -113,8 +113,11 @@ def test_capacity_value():
     assert capacity_value(smoke, "fulfilment.warehouses.east.workers") == 2
     assert parse_slo("payment_success>=100%").target == 1.0  # a share of 1 is reachable
     # the run's settings are integers of the scenario but not of the shop
-    paths = ("seed", "replications")
-    for path in ("stations.app.service", "stations.app.cores", "stations.cache.policy", *paths):
+    for path in ("seed", "replications"):
+        with pytest.raises(ValueError, match=f"--size '{path}' is a setting of the run"):
+            capacity_value(smoke, path)
+    assert parse_slo("utilisation.app.utilisation<=1.2").target == 1.2  # always met: allowed
+    for path in ("stations.app.service", "stations.app.cores", "stations.cache.policy"):
         with pytest.raises(ValueError, match=f"--size '{path}' is not an integer capacity"):
             capacity_value(smoke, path)
 

@@ -106,6 +106,8 @@ def test_amounts_of_one_currency_order_and_two_currencies_refuse_to():
         with pytest.raises(CurrencyMismatch, match="EUR"):
             compare()
     assert Money(1, "EUR") != Money(1)  # equality never raises: different currencies differ
+    with pytest.raises(TypeError):
+        Money(1) < 0  # type: ignore[operator]  # noqa: B015
 
 
 def test_from_units_rounds_half_up_and_refuses_what_is_not_a_finite_number():

@@ -86,7 +86,6 @@ def test_breakdown_adds_up(cart, tax, shipping):
         assert max(singles) <= discount <= min(subtotal, sum(singles))
 
 
-@settings(max_examples=200, deadline=None)
 def _untaxed(
     lines: list[PricedLine], coupons: list[Coupon], shipping: ShippingRule | None = None
 ) -> PriceBreakdown:
@@ -97,6 +96,7 @@ def _untaxed(
     )
 
 
+@settings(max_examples=200, deadline=None)
 @given(lines_st, st.data())
 def test_a_single_coupon_is_allocated_in_proportion(lines, data):
     present = sorted({line.category_id for line in lines})

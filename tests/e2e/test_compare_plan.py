@@ -449,7 +449,7 @@ VARY = ("--vary", "stations.app.servers=1,2")
         ),
         (
             ("plan", str(SMOKE), "--size", "seed", "--slo", "page_p95<=1s"),
-            "--size 'seed' is not an integer capacity of the scenario",
+            "--size 'seed' is a setting of the run, not a capacity of the shop",
         ),
         (
             ("plan", str(SMOKE), "--size", "stations.app.servers", "--slo", "conversion>=7"),

@@ -140,6 +140,29 @@ def test_queued_call_gives_up_at_the_timeout_without_reaching_the_gateway():
     assert gw.station.stats().reneged == 1
 
 
+def test_a_server_granted_as_the_client_gives_up_is_handed_back():
+    """The holder frees the server at the queued call's timeout, the same instant."""
+    world = world_of(tiny())
+    env, gw = world.env, world.gateways[0]
+
+    def holder():
+        with gw.station.request() as req:
+            yield req
+            yield env.timeout(TIMEOUT)
+
+    env.process(holder())
+    log: list = []
+    _call(world, gw, "k", _rng(), log)
+    _call(world, gw, "m", _rng(), log, at=TIMEOUT + 1.0)  # finds the server free
+    env.run()
+    assert log == [
+        ("k", "timeout", TIMEOUT, TIMEOUT),
+        ("m", "approved", LATENCY, TIMEOUT + 1.0 + LATENCY),
+    ]
+    assert gw.settled == {"m": "approved"}
+    assert gw.station.count == 0
+
+
 def test_retry_with_the_same_key_replays_the_first_answer():
     world = world_of(tiny({"payments.gateways.gw.latency": {"constant": 8}}))
     env, gw = world.env, world.gateways[0]

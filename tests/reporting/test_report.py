@@ -13,7 +13,7 @@ import pytest
 
 import sim
 from sim.analysis.compare import run_many
-from sim.analysis.stats import mean_ci
+from sim.analysis.stats import flatten_numeric, mean_ci, missing_is_zero
 from sim.analysis.theory import mgc_wait, mmc
 from sim.engine.metrics import CHECKOUT_PAGE, latency_summary, station_utilisation
 from sim.reporting import report, shared
@@ -440,6 +440,13 @@ def test_replications_give_mean_half_width_and_values(report_three, three_runs):
     p95 = [r.kpis["latency"]["p95"] for r in three_runs]
     assert kpis["latency.p95"]["mean"] == pytest.approx(np.mean(p95))
     assert kpis["utilisation.app.utilisation"]["n"] == 3
+    # a count missing from a replication is 0 in its values as in its mean
+    flats = [flatten_numeric(r.kpis) for r in three_runs]
+    missing = [k for k in kpis if missing_is_zero(k) and any(k not in f for f in flats)]
+    assert missing  # the three runs differ in which counts they have
+    for key in missing:
+        assert None not in kpis[key]["values"], key
+        assert kpis[key]["mean"] == pytest.approx(np.mean(kpis[key]["values"])), key
     assert len(summary["kpis_by_replication"]) == 3
     assert summary["kpis_by_replication"][1]["throughput"] == three_runs[1].kpis["throughput"]
     assert len(set(values)) == 3  # the replications differ
