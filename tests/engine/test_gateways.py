@@ -122,16 +122,23 @@ def test_latency_factor_scales_the_latency():
     assert log == [("k", "approved", 3.0, 3.0)]
 
 
-def test_queued_call_gives_up_at_the_timeout_without_reaching_the_gateway():
-    world = world_of(tiny())
-    env, gw = world.env, world.gateways[0]
+def _hold(world, gateway: GatewayModel, seconds: float) -> None:
+    """Keep the gateway's one server busy from t = 0 for ``seconds``."""
+    env = world.env
 
     def holder():
-        with gw.station.request() as req:
+        with gateway.station.request() as req:
             yield req
-            yield env.timeout(10.0)
+            yield env.timeout(seconds)
 
     env.process(holder())
+
+
+def test_queued_call_gives_up_at_the_timeout_without_reaching_the_gateway():
+    world = world_of(tiny())
+    gw = world.gateways[0]
+    _hold(world, gw, 10.0)
+    env = world.env
     log: list = []
     _call(world, gw, "k", _rng(), log)
     env.run()
@@ -144,13 +151,7 @@ def test_a_server_granted_as_the_client_gives_up_is_handed_back():
     """The holder frees the server at the queued call's timeout, the same instant."""
     world = world_of(tiny())
     env, gw = world.env, world.gateways[0]
-
-    def holder():
-        with gw.station.request() as req:
-            yield req
-            yield env.timeout(TIMEOUT)
-
-    env.process(holder())
+    _hold(world, gw, TIMEOUT)
     log: list = []
     _call(world, gw, "k", _rng(), log)
     _call(world, gw, "m", _rng(), log, at=TIMEOUT + 1.0)  # finds the server free
