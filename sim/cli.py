@@ -52,7 +52,7 @@ from sim.reporting.compare_report import (
 from sim.reporting.report import format_summary, rebuild_report, write_run_report
 from sim.scenario import Scenario, ScenarioError, apply_overrides, load_scenario, parse_scenario
 from sim.scenario.schema import MAX_REPLICATIONS
-from sim.services.sqlite_store import MEMORY, StorageError, is_store_file, replica_path
+from sim.services.sqlite_store import StorageError, is_store_file, replica_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = PROJECT_ROOT / "scenarios"
@@ -504,16 +504,16 @@ def _storage_is_usable(source: Path | str, scenario: Scenario, replications: int
 
     A run replaces a store file left by an earlier run, never another file.
     """
-    storage = scenario.storage
-    if storage.kind != "sqlite" or storage.path is None or storage.path == MEMORY:
+    file = scenario.storage.file
+    if file is None:
         return
-    folder = Path(storage.path).parent
+    folder = Path(file).parent
     if not folder.is_dir():
         raise ScenarioError(
             str(source), [("storage.path", f"the folder {folder} does not exist; create it first")]
         )
     for replication in range(replications):
-        target = replica_path(storage.path, replication)
+        target = replica_path(file, replication)
         if target.exists() and not is_store_file(target):
             raise ScenarioError(
                 str(source),

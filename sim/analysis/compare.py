@@ -656,10 +656,8 @@ def _own_stores(variants: Sequence[Variant]) -> list[Variant]:
 
 def _store_file(scenario: Scenario) -> str | None:
     """Return the SQLite file a scenario's shop is kept in (None: memory or SQLite in memory)."""
-    storage = scenario.storage
-    if storage.kind != "sqlite" or storage.path is None or storage.path == ":memory:":
-        return None
-    return str(Path(storage.path).resolve())
+    file = scenario.storage.file
+    return None if file is None else str(Path(file).resolve())
 
 
 def with_own_store(scenario: Scenario, tag: str) -> Scenario:
@@ -669,9 +667,9 @@ def with_own_store(scenario: Scenario, tag: str) -> Scenario:
     store file of its own, or they would write to one another's shop.
     """
     storage = scenario.storage
-    if _store_file(scenario) is None or storage.path is None:
+    if storage.file is None:
         return scenario
-    path = Path(storage.path)
+    path = Path(storage.file)
     tagged = str(path.with_name(f"{path.stem}-{tag}{path.suffix}"))
     return scenario.model_copy(update={"storage": storage.model_copy(update={"path": tagged})})
 

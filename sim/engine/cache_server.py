@@ -46,14 +46,14 @@ def lookup(
 
     Returns (hit, cache wait, database wait).
     """
-    hits, _, cache_wait, db_wait = yield from lookups(world, [key], 1, rng)
+    hits, _, cache_wait, db_wait = yield from lookups(world, [key], rng)
     return hits == 1, cache_wait, db_wait
 
 
 def lookups(
-    world: World, keys: list[str], count: int, rng: np.random.Generator
+    world: World, keys: list[str], rng: np.random.Generator
 ) -> Generator[simpy.Event, Any, tuple[int, int, float, float]]:
-    """Make ``count`` look-ups, cycling through ``keys``, each one as :func:`lookup` does.
+    """Look each of ``keys`` up in turn, as :func:`lookup` does.
 
     A look-up holds a cache server for its service time; then, while the cache is down, the
     database answers (a miss); otherwise a hit is done and a miss queries the database and
@@ -63,8 +63,7 @@ def lookups(
     sample = world.scenario.stations.cache.service.sample
     hits = misses = 0
     cache_wait = db_wait = 0.0
-    n = len(keys)
-    for i in range(count):
+    for key in keys:
         service = sample(rng) * world.cache_factor
         with station.request() as request:
             yield request
@@ -74,7 +73,6 @@ def lookups(
             misses += 1
             db_wait += yield from queries(world, 1, rng)
             continue
-        key = keys[i % n]
         if cache.get(key, env.now) is not MISS:
             hits += 1
             continue

@@ -158,9 +158,8 @@ def page(world: World, shopper: Shopper, state: str) -> Generator[simpy.Event, A
             if waiting is not None:
                 yield from waiting
         if demand.cache_lookups:
-            count = demand.cache_lookups
             hits, misses, cache_wait, db_wait = yield from cache_server.lookups(
-                world, _listed(world, keys, count, rng), count, rng
+                world, _listed(world, keys, demand.cache_lookups, rng), rng
             )
         if demand.queries:
             db_wait += yield from cache_server.queries(world, demand.queries, rng)

@@ -52,6 +52,7 @@ from sim.scenario.workloads import (
     builtin_profile,
     with_timing,
 )
+from sim.services.sqlite_store import MEMORY
 
 # --- limits ---------------------------------------------------------------------------------
 MAX_LIST = 10_000
@@ -840,6 +841,13 @@ class Storage(Model):
         if self.path is not None and "\0" in self.path:
             raise Invalid([(("path",), "a file name cannot hold a NUL character")])
         return self
+
+    @property
+    def file(self) -> str | None:
+        """Return the file the shop is kept in, as written (None: in memory, or SQLite's)."""
+        if self.kind != "sqlite" or self.path is None or self.path == MEMORY:
+            return None
+        return self.path
 
     def _dump(self) -> Any:
         """Return the short form when there is no path (``memory``, ``sqlite``)."""

@@ -294,3 +294,13 @@ def test_parsed_objects_are_accepted_in_place_of_data():
     s = parse_scenario(minimal(faults=[fault], stations={"app": {"service": Constant(value=1.0)}}))
     assert s.faults == (fault,)
     assert s.stations.app.service == Constant(value=1.0)
+
+
+def test_a_storage_names_its_file_only_when_the_shop_is_kept_in_one():
+    def file_of(storage):
+        return parse_scenario(minimal(storage=storage)).storage.file
+
+    assert file_of("memory") is None
+    assert file_of("sqlite") is None  # SQLite in memory
+    assert file_of({"kind": "sqlite", "path": ":memory:"}) is None
+    assert file_of({"kind": "sqlite", "path": "runs/shop.db"}) == "runs/shop.db"
