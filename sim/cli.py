@@ -52,7 +52,13 @@ from sim.reporting.compare_report import (
 from sim.reporting.report import format_summary, rebuild_report, write_run_report
 from sim.scenario import Scenario, ScenarioError, apply_overrides, load_scenario, parse_scenario
 from sim.scenario.schema import MAX_REPLICATIONS
-from sim.services.sqlite_store import StorageError, is_store_file, replica_path
+from sim.services.sqlite_store import (
+    StorageError,
+    StoreInUse,
+    ensure_free,
+    is_store_file,
+    replica_path,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = PROJECT_ROOT / "scenarios"
@@ -502,7 +508,8 @@ def _replication_settings(args: argparse.Namespace, scenario: Scenario) -> tuple
 def _storage_is_usable(source: Path | str, scenario: Scenario, replications: int) -> None:
     """Refuse, before anything runs, a ``storage.path`` whose file is not a store of ours.
 
-    A run replaces a store file left by an earlier run, never another file.
+    A run replaces a store file left by an earlier run, never another file, and never one
+    that another run is using.
     """
     file = scenario.storage.file
     if file is None:
@@ -525,6 +532,10 @@ def _storage_is_usable(source: Path | str, scenario: Scenario, replications: int
                     )
                 ],
             )
+        try:
+            ensure_free(target)
+        except StoreInUse as exc:
+            raise ScenarioError(str(source), [("storage.path", str(exc))]) from None
 
 
 def _out_is_usable(final: Path) -> Path:

@@ -38,7 +38,9 @@ where the aggregates live:
   (:class:`StoreFileError`). Close a store with :meth:`SqliteUnitOfWork.close`
   (``contextlib.closing`` works: ``with uow:`` is a transaction, not the connection).
 
-:func:`open_store` builds the store a scenario asks for (``storage: memory | sqlite``).
+:func:`open_store` builds the store a scenario asks for (``storage: memory | sqlite``); a run
+holds its file's :class:`RunLock`, so a second run on the same file is refused
+(:class:`StoreInUse`) instead of deleting the shop of the first.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - no advisory file locks (Windows): runs are not guarded
+    fcntl = None  # type: ignore[assignment]
 
 from sim.domain.errors import AlreadyExists, NotFound, OutOfStock
 from sim.domain.money import Money
@@ -103,6 +110,10 @@ class StorageError(Exception):
 
 class StoreFileError(StorageError):
     """The file cannot be opened as a store: not SQLite, not ours, or another schema version."""
+
+
+class StoreInUse(StoreFileError):
+    """Another run is using the store file (it holds the file's :class:`RunLock`)."""
 
 
 class StorageBusy(StorageError):
@@ -672,7 +683,8 @@ class SqliteUnitOfWork(UnitOfWork):
 
     ``trusted`` names extra classes the restricted unpickler may load (aggregates defined
     outside ``sim.domain``, as tests do). One connection serves one thread; give every
-    thread its own unit of work on the same file.
+    thread its own unit of work on the same file. ``lock``: a run's :class:`RunLock` on the
+    file, released by :meth:`close`.
     """
 
     def __init__(
@@ -684,8 +696,10 @@ class SqliteUnitOfWork(UnitOfWork):
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
         trusted: Iterable[type] = (),
+        lock: RunLock | None = None,
     ) -> None:
         self._db = _Database(path, busy_timeout, retries, backoff, trusted)
+        self._lock = lock
         self._drawn: dict[str, int] = {}
         super().__init__(bus)
 
@@ -715,10 +729,14 @@ class SqliteUnitOfWork(UnitOfWork):
         return self._db.busy_retries
 
     def close(self) -> None:
-        """Roll back any open transaction and close the connection."""
-        if self._active:
-            self.rollback()
-        self._db.conn.close()
+        """Roll back any open transaction, close the connection and release the run lock."""
+        try:
+            if self._active:
+                self.rollback()
+            self._db.conn.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     # --- the hooks of UnitOfWork -----------------------------------------------------------
     def _repository(self, name: str, kind: str, key: str) -> Repository[Any]:
@@ -784,6 +802,67 @@ class SqliteUnitOfWork(UnitOfWork):
 # --- stores for a scenario ------------------------------------------------------------------
 
 
+class RunLock:
+    """The claim of one run on a store file: an advisory lock on ``<file>.lock`` beside it.
+
+    A run replaces its store file when it starts, so a second run on the same file would
+    delete the shop of the first one while it is running. :func:`open_store` takes this lock
+    before touching the file and the unit of work releases it when it closes; a second
+    claim fails at once with :class:`StoreInUse` naming the process that holds it. The lock
+    is the operating system's (``flock``): it ends with the process however the process ends,
+    so there is never a stale claim to clear by hand. The ``.lock`` file stays (deleting it on
+    release would let two later runs lock two different files of the same name). On a file
+    system that refuses locks, and without ``fcntl`` (Windows), runs are not guarded.
+    """
+
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, store: str | os.PathLike[str]) -> None:
+        self.path = Path(f"{store}.lock")
+        """The lock file."""
+        self._fd: int | None = None
+        if fcntl is None:  # pragma: no cover - Windows
+            return
+        try:  # a link is not followed: the lock never writes to a file it points at
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise StoreFileError(f"{store}: cannot create its lock file ({exc})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            by = f" (process {holder})" if holder.isdigit() else ""
+            raise StoreInUse(
+                f"{store}: another run is using this store{by}; "
+                "wait for it to end or choose another storage path"
+            ) from None
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):  # a file system without locks (some network mounts)
+                return  # runs there are not guarded, as without fcntl
+            raise
+        self._fd = fd
+        if os.pread(fd, 32, 0).strip().isdigit() or os.fstat(fd).st_size == 0:  # ours to write
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+
+    def release(self) -> None:
+        """Let the file go (closing the descriptor ends the lock); twice is harmless."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def ensure_free(store: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreInUse` if a run holds the lock of the store file ``store`` now.
+
+    Nothing is created: without a lock file beside the store, no run can hold it.
+    """
+    if Path(f"{store}.lock").exists():
+        RunLock(store).release()
+
+
 def replica_path(path: str | os.PathLike[str], replication: int) -> Path:
     """Return the file of one replication: ``shop.db``, then ``shop-rep1.db``, ``shop-rep2.db``."""
     p = Path(path)
@@ -840,7 +919,9 @@ def open_store(
     ``memory``: the in-memory store. ``sqlite`` without a path (or ``:memory:``): an
     in-memory SQLite database. ``sqlite`` with a path: a file per replication
     (:func:`replica_path`); a store file left by an earlier run is replaced, any other
-    existing file refused (StoreFileError).
+    existing file refused (StoreFileError), and a file another run is using refused
+    (:class:`StoreInUse`): the run holds the file's :class:`RunLock` until the unit of work
+    closes.
     """
     if kind == "memory":
         return UnitOfWork(bus)
@@ -849,5 +930,10 @@ def open_store(
     if path is None or str(path) == MEMORY:
         return SqliteUnitOfWork(MEMORY, bus)
     target = replica_path(path, replication)
-    replace_store_file(target)
-    return SqliteUnitOfWork(target, bus)
+    lock = RunLock(target)
+    try:
+        replace_store_file(target)
+        return SqliteUnitOfWork(target, bus, lock=lock)
+    except BaseException:
+        lock.release()
+        raise

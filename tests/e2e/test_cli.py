@@ -34,6 +34,7 @@ from sim.engine.metrics import latency_summary
 from sim.engine.runner import Audit
 from sim.reporting.report import FRAME_NAMES
 from sim.scenario import load_scenario
+from sim.services.sqlite_store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_SIM = ROOT / "run_sim.py"
@@ -875,6 +876,28 @@ def test_a_storage_path_on_a_file_that_is_not_a_store_is_bad_input_and_left_alon
         kpis.append(json.loads((out / "summary.json").read_text(encoding="utf-8"))["kpis"])
     assert kpis[0] == kpis[1]
     assert store.is_file()
+
+
+def test_a_store_another_run_is_using_is_bad_input_and_left_alone(tmp_path):
+    """A second run on the same store file would delete the running one's shop."""
+    store = tmp_path / "shop.db"
+    on_the_store = ("--set", "storage.kind=sqlite", "--set", f"storage.path={store}")
+    running = open_store("sqlite", store)  # as a run in another terminal holds it
+    try:
+        inode = store.stat().st_ino
+        out = tmp_path / "run"
+        proc = cli("run", SMOKE, *QUICK, *on_the_store, "--quiet", "--out", out)
+        no_traceback(proc)
+        assert proc.returncode == 2
+        assert proc.stderr == (
+            f"error: {SMOKE}: storage.path: {store}: another run is using this store "
+            f"(process {os.getpid()}); wait for it to end or choose another storage path\n"
+        )
+        assert not out.exists() and store.stat().st_ino == inode  # not deleted and made anew
+    finally:
+        running.close()
+    done = cli("run", SMOKE, *QUICK, *on_the_store, "--quiet", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
 
 
 # --- 6. Ctrl-C ------------------------------------------------------------------------------------

@@ -447,7 +447,7 @@ def test_a_world_that_fails_to_build_closes_its_store(tmp_path, monkeypatch):
 
     from sim.engine import world as world_module
     from sim.engine.rng import Streams
-    from sim.services.sqlite_store import SqliteUnitOfWork
+    from sim.services.sqlite_store import SqliteUnitOfWork, ensure_free
 
     closed: list[str] = []
     close = SqliteUnitOfWork.close
@@ -467,3 +467,4 @@ def test_a_world_that_fails_to_build_closes_its_store(tmp_path, monkeypatch):
         build_world(simpy.Environment(), scenario, Streams(scenario.seed, 0))
     assert closed == ["closed"]
     assert path.is_file()  # the store file was made, and is left closed
+    ensure_free(path)  # and its run lock released: another run may take the file

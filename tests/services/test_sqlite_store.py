@@ -7,10 +7,13 @@ which runs on both (conftest.py); this module tests what only real storage has.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import pickle
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -41,7 +44,9 @@ from sim.services.sqlite_store import (
     SqliteUnitOfWork,
     StorageBusy,
     StoreFileError,
+    StoreInUse,
     UnsafeData,
+    ensure_free,
     is_store_file,
     open_store,
     replica_path,
@@ -687,6 +692,94 @@ def test_open_store_refuses_to_overwrite_a_file_that_is_not_a_store(tmp_path):
     assert empty.is_file() and (tmp_path / "__init__.py-journal").read_text() == "notes\n"
     assert not is_store_file(empty)
     assert not is_store_file(tmp_path / "missing.db") and not is_store_file(precious)
+
+
+def test_a_run_holds_its_store_file_until_it_closes(tmp_path):
+    """A second run on the same file is refused: replacing it would delete the first's shop."""
+    path = tmp_path / "shop.db"
+    first = open_store("sqlite", path)
+    seed(first, POLICIES.hasher)
+    users = len(first.users)
+    in_use = f"{path}: another run is using this store \\(process {os.getpid()}\\); wait"
+    with pytest.raises(StoreInUse, match=in_use):
+        open_store("sqlite", path)
+    with pytest.raises(StoreInUse, match=in_use):
+        ensure_free(path)
+    assert len(first.users) == users > 0  # the first run's shop is untouched
+    other = open_store("sqlite", path, replication=1)  # another replication, another file
+    other.close()
+    first.close()
+    ensure_free(path)
+    again = open_store("sqlite", path)  # closed: the file is free, and replaced
+    assert len(again.users) == 0
+    again.close()
+    again.close()  # closing twice releases nothing twice
+    ensure_free(path)
+
+
+def test_a_refused_claim_leaves_nothing_behind(tmp_path):
+    missing = tmp_path / "shop.db"
+    ensure_free(missing)  # no lock file: nothing is created to answer
+    assert list(tmp_path.iterdir()) == []
+    precious = tmp_path / "thesis.db"
+    precious.write_bytes(b"chapter one")
+    with pytest.raises(StoreFileError, match="refusing to overwrite"):
+        open_store("sqlite", precious)
+    ensure_free(precious)  # the refused run let its claim go
+    with pytest.raises(StoreFileError, match="cannot create its lock file"):
+        open_store("sqlite", tmp_path / "no-folder" / "shop.db")
+
+
+def test_a_run_lock_never_writes_to_a_file_that_is_not_its_own(tmp_path):
+    precious = tmp_path / "thesis.txt"
+    precious.write_text("chapter one\n", encoding="utf-8")
+    (tmp_path / "shop.db.lock").symlink_to(precious)
+    with pytest.raises(StoreFileError, match="cannot create its lock file"):
+        open_store("sqlite", tmp_path / "shop.db")
+    notes = tmp_path / "other.db.lock"  # somebody's file under a lock file's name
+    notes.write_text("notes\n", encoding="utf-8")
+    uow = open_store("sqlite", tmp_path / "other.db")
+    uow.close()
+    assert precious.read_text(encoding="utf-8") == "chapter one\n"
+    assert notes.read_text(encoding="utf-8") == "notes\n"
+
+
+def test_a_file_system_without_locks_leaves_runs_unguarded(tmp_path, monkeypatch):
+    def refused(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(sqlite_store.fcntl, "flock", refused)
+    first = open_store("sqlite", tmp_path / "shop.db")
+    second = open_store("sqlite", tmp_path / "shop.db")  # not refused: nothing can tell
+    first.close()
+    second.close()
+
+
+def test_a_run_lock_ends_with_the_process_that_held_it(tmp_path):
+    """The lock is the system's: a run killed mid-way leaves no claim to clear by hand."""
+    path = tmp_path / "shop.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sim.services.sqlite_store import open_store; "
+            f"uow = open_store('sqlite', {str(path)!r}); print('held', flush=True); "
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(StoreInUse, match=f"\\(process {holder.pid}\\)"):
+            open_store("sqlite", path)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    uow = open_store("sqlite", path)  # killed, not closed: the claim went with the process
+    uow.close()
 
 
 def test_replica_paths():
