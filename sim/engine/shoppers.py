@@ -232,6 +232,9 @@ def _shopping_cart(world: World, shopper: Shopper) -> None:
         qty = 1 + int(shopper.rng.random() < world.extra_unit_share)
         try:
             shopping.add_to_cart(world.uow, user_id, shopper.last_sku, qty, now)
+        except OutOfStock:  # sold out (or fewer left than wanted): the line is not added
+            shopper.outcome = "out_of_stock"
+            world.recorder.count("stock_outs")
         except DomainError:
             shopper.outcome = "rejected"
         shopper.last_sku = None
@@ -288,9 +291,10 @@ def _buy_confirm(world: World, shopper: Shopper) -> Generator[simpy.Event, Any, 
     except EmptyCart:
         shopper.outcome = "empty_cart"
         return
-    except OutOfStock:
+    except OutOfStock:  # sold out since it was added: the storefront trims the cart
         shopper.outcome = "out_of_stock"
         rec.count("stock_outs")
+        shopping.fit_cart_to_stock(world.uow, user_id, world.env.now)
         return
     except CouponRejected:
         shopper.outcome = "coupon_rejected"

@@ -218,16 +218,32 @@ def test_buy_confirm_before_any_cart_was_opened_is_an_empty_cart():
     assert [r[12] for r in _requests(world)] == ["ok", "empty_cart"]
 
 
-def test_buy_confirm_out_of_stock():
+def test_a_sold_out_product_is_not_added_to_the_cart():
     world = _world(
         ["home", "product_detail", "shopping_cart", "buy_confirm"],
         {"pages": CHECKOUT_PAGES, "catalog.stock.initial": 0},
     )
     _sessions(world, 1)
     world.env.run()
-    assert [r[12] for r in _requests(world)] == ["ok", "ok", "ok", "out_of_stock"]
+    assert [r[12] for r in _requests(world)] == ["ok", "ok", "out_of_stock", "empty_cart"]
     assert world.recorder.counters == {"registrations": 1, "stock_outs": 1}
     assert len(world.uow.orders) == 0
+
+
+def test_buy_confirm_of_a_product_sold_out_since_it_was_added_trims_the_cart():
+    """Two shoppers add the last unit; the second to confirm is refused, its cart trimmed."""
+    world = _world(
+        ["home", "product_detail", "shopping_cart", "buy_confirm"],
+        {"pages": CHECKOUT_PAGES, "catalog.stock.initial": 1, **ONE_PRODUCT},
+    )
+    _sessions(world, 1, 2)
+    world.env.run()
+    confirms = {r[1]: (r[2], r[12]) for r in _requests(world) if r[3] == "buy_confirm"}
+    late = [sid for sid, (_, outcome) in confirms.items() if outcome == "out_of_stock"]
+    assert len(late) == 1 and len(world.uow.orders) == 1
+    assert world.recorder.counters["stock_outs"] == 1
+    refused_user = confirms[late[0]][0]
+    assert world.uow.carts.get(refused_user).lines == {}  # the sold-out line was taken out
 
 
 def test_adding_an_unknown_product_is_rejected():

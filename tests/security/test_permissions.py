@@ -206,6 +206,7 @@ IN_MATRIX = {
     "shopping.checkout",
     "shopping.change_quantity",  # own cart, as add_to_cart
     "shopping.remove_from_cart",  # own cart
+    "shopping.fit_cart_to_stock",  # own cart, as change_quantity
     "shopping.remove_coupon",  # own cart
     "shopping.view_cart",  # own cart (touches it)
 }

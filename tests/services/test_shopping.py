@@ -46,6 +46,7 @@ from sim.domain.users import ActivityKind, LoginPolicy
 from sim.services.handlers import accounts, shopping
 from sim.services.subscribers import Notification
 from tests.services.conftest import (
+    ADMIN,
     ANN,
     BOB,
     BOOK,
@@ -109,17 +110,55 @@ def test_add_to_cart_rejects_unknown_product_unknown_user_and_bad_quantities(uow
     with pytest.raises(NotFound, match=r"user 'user-999999' not found"):
         shopping.add_to_cart(uow, "user-999999", BOOK, 1, 1.0)
     assert len(uow.carts) == 0
-    shopping.add_to_cart(uow, ANN, BOOK, 49, 1.0)
+    shopping.add_to_cart(uow, ANN, PEN, 49, 1.0)  # 100 in stock: the line limit comes first
     events.clear()
-    with pytest.raises(InvalidQuantity, match="SKU-BOOK: quantity must be a whole number >= 1"):
-        shopping.add_to_cart(uow, ANN, BOOK, 0, 2.0)
+    with pytest.raises(InvalidQuantity, match="SKU-PEN: quantity must be a whole number >= 1"):
+        shopping.add_to_cart(uow, ANN, PEN, 0, 2.0)
     with pytest.raises(
         InvalidQuantity, match="49 in cart \\+ 2 requested exceeds the maximum of 50"
     ):
-        shopping.add_to_cart(uow, ANN, BOOK, 2, 2.0)
-    assert cart_state(uow, ANN) == ({BOOK: 49}, [], 1.0)
+        shopping.add_to_cart(uow, ANN, PEN, 2, 2.0)
+    assert cart_state(uow, ANN) == ({PEN: 49}, [], 1.0)
     assert uow.activity.get(ANN).count(ActivityKind.ADDED_TO_CART) == 1
     assert events == []
+
+
+def test_a_product_cannot_be_added_beyond_its_available_stock(uow, policies, events):
+    """Sold out means no add to cart, as in a real shop; the cart is left as it was."""
+    shopping.add_to_cart(uow, ANN, LAMP, 2, 1.0)  # the two lamps in stock
+    events.clear()
+    with pytest.raises(OutOfStock, match=r"^SKU-LAMP: 3 requested, 2 available$"):
+        shopping.add_to_cart(uow, ANN, LAMP, 1, 2.0)
+    assert cart_state(uow, ANN) == ({LAMP: 2}, [], 1.0)
+    assert uow.activity.get(ANN).count(ActivityKind.ADDED_TO_CART) == 1
+    assert events == []
+    shopping.checkout(uow, ANN, 3.0, policies=policies)  # both reserved: none left for sale
+    with pytest.raises(OutOfStock, match=r"^SKU-LAMP: 1 requested, 0 available$"):
+        shopping.add_to_cart(uow, BOB, LAMP, 1, 4.0)
+    assert cart_state(uow, BOB) is None  # the refused add made no cart either
+    with uow:
+        uow.stock.remove(PEN)  # a product with no stock item has nothing for sale
+        uow.commit()
+    with pytest.raises(OutOfStock, match=r"^SKU-PEN: 1 requested, 0 available$"):
+        shopping.add_to_cart(uow, BOB, PEN, 1, 5.0)
+
+
+def test_fit_cart_to_stock_trims_the_lines_sold_out_since_they_were_added(uow, policies):
+    for sku, qty in {LAMP: 2, MUG: 3, BOOK: 1}.items():
+        shopping.add_to_cart(uow, ANN, sku, qty, 1.0)
+    for sku, qty in {LAMP: 2, MUG: 4}.items():  # carts hold no stock: Bob may add them too
+        shopping.add_to_cart(uow, BOB, sku, qty, 2.0)
+    shopping.checkout(uow, BOB, 3.0, policies=policies)  # no lamp left, one mug
+    with pytest.raises(
+        OutOfStock, match=r"^SKU-LAMP: 2 requested, 0 available; SKU-MUG: 3 requested, 1 available$"
+    ):
+        shopping.checkout(uow, ANN, 4.0, policies=policies)
+    assert shopping.fit_cart_to_stock(uow, ANN, 5.0) == {LAMP: 0, MUG: 1}
+    assert cart_state(uow, ANN) == ({MUG: 1, BOOK: 1}, [], 5.0)
+    assert shopping.fit_cart_to_stock(uow, ANN, 6.0) == {}  # it fits now
+    order_id = shopping.checkout(uow, ANN, 7.0, policies=policies)
+    assert {line.sku: line.quantity for line in uow.orders.get(order_id).lines} == {MUG: 1, BOOK: 1}
+    assert shopping.fit_cart_to_stock(uow, ADMIN, 8.0) == {}  # no cart, nothing to fit
 
 
 def test_change_quantity_and_remove_from_cart(uow, fill_cart):
@@ -460,19 +499,28 @@ def assert_no_trace(uow, user_id, cart_before, events):
     assert events == []
 
 
-def test_out_of_stock_checkout_leaves_no_trace(uow, policies, fill_cart, events):
-    fill_cart(ANN, {BOOK: 2, LAMP: 3, MUG: 1}, coupons=("SAVE10",))
-    before = cart_state(uow, ANN)
+def test_out_of_stock_checkout_leaves_no_trace(uow, policies, place, fill_cart, events):
+    fill_cart(ANN, {BOOK: 2, LAMP: 2, MUG: 1}, coupons=("SAVE10",))
+    place(BOB, {LAMP: 1})  # one of the two lamps goes to Bob after Ann added both
+
+    def books():
+        coupons = {c.code: (dict(c.held), c.used) for c in uow.coupons.values()}
+        stock = {sku: stock_of(uow, sku) for sku in INITIAL_STOCK}
+        return len(uow.orders), len(uow.reservations), len(uow.histories), coupons, stock
+
+    before, cart_before = books(), cart_state(uow, ANN)
     events.clear()
     with pytest.raises(OutOfStock) as info:
         shopping.checkout(uow, ANN, 5.0, policies=policies)
-    assert str(info.value) == "SKU-LAMP: 3 requested, 2 available"
-    assert_no_trace(uow, ANN, before, events)
+    assert str(info.value) == "SKU-LAMP: 2 requested, 1 available"
+    assert books() == before and before[:2] == (1, 1)  # Bob's order and reservation only
+    assert cart_state(uow, ANN) == cart_before
+    assert events == []
 
 
 def test_out_of_stock_after_another_checkout_reserved_the_units(uow, policies, place, fill_cart):
-    place(BOB, {LAMP: 2})
     fill_cart(ANN, {LAMP: 1, BOOK: 1}, coupons=("SINGLE",))
+    place(BOB, {LAMP: 2})
     with pytest.raises(OutOfStock, match=r"^SKU-LAMP: 1 requested, 0 available$"):
         shopping.checkout(uow, ANN, 5.0, policies=policies)
     assert len(uow.orders) == 1 and len(uow.reservations) == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sim.domain.catalog import Product
-from sim.domain.errors import OutOfStock
+from sim.domain.errors import EmptyCart, OutOfStock
 from sim.domain.inventory import StockItem
 from sim.domain.ledger import EntryKind, balance, reconcile
 from sim.domain.money import Money
@@ -91,12 +91,14 @@ def shopper(
                 time.sleep(rng.uniform(0, 0.002))  # think: SQLite's lock is not fair
                 skus = rng.sample(sorted(STOCK), rng.choice((1, 1, 2)))
                 for sku in skus:
-                    shopping.add_to_cart(uow, user, sku, rng.randint(1, 3), now)
+                    with contextlib.suppress(OutOfStock):  # fewer left than wanted: not added
+                        shopping.add_to_cart(uow, user, sku, rng.randint(1, 3), now)
                 try:
                     order_id = shopping.checkout(uow, user, now, policies=POLICIES)
-                except OutOfStock:
-                    for sku in skus:
-                        shopping.remove_from_cart(uow, user, sku, now)
+                except EmptyCart:
+                    continue
+                except OutOfStock:  # another connection sold them since: trim, try again
+                    shopping.fit_cart_to_stock(uow, user, now)
                     continue
                 placed.append(order_id)
                 payment = shopping.begin_payment(

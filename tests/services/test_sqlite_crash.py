@@ -192,11 +192,11 @@ for i in itertools.count():
     user = ("user-000001", "user-000002")[i % 2]
     sku = rng.choice(("SKU-BOOK", "SKU-LAMP", "SKU-MUG", "SKU-PEN"))
     now += 1.0
-    shopping.add_to_cart(uow, user, sku, rng.randint(1, 3), now)
     try:
+        shopping.add_to_cart(uow, user, sku, rng.randint(1, 3), now)
         order_id = shopping.checkout(uow, user, now, policies=policies)
     except OutOfStock:
-        shopping.remove_from_cart(uow, user, sku, now)
+        shopping.fit_cart_to_stock(uow, user, now)
         with uow:
             uow.stock.get(sku).restock(10, inventory.SUPPLIER, now)
             uow.commit()

@@ -45,7 +45,13 @@ def _shopper(
     clock: list[float],
     rejections: list[str],
 ) -> Step:
-    shopping.add_to_cart(uow, user_id, SKU, 1, clock[0])
+    while True:  # a sold-out deal cannot even be added: wait for a unit to come back
+        try:
+            shopping.add_to_cart(uow, user_id, SKU, 1, clock[0])
+            break
+        except OutOfStock as exc:
+            rejections.append(str(exc))
+            yield "waiting"
     yield "added"
     while True:
         try:

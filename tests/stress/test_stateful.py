@@ -140,8 +140,8 @@ class Shop(RuleBasedStateMachine):
         self, user: str, sku: str, qty: int, tag: str
     ) -> tuple[str, shopping.PaymentStart] | None:
         """Add, check out and begin paying at once; None if the order or the call never came."""
-        shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
         try:
+            shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
             order_id = shopping.checkout(self.uow, user, self._tick(), policies=self.policies)
         except (OutOfStock, CouponRejected):
             return None
@@ -184,7 +184,24 @@ class Shop(RuleBasedStateMachine):
     @rule(data=st.data(), sku=st.sampled_from(sorted(STOCK)), qty=st.integers(1, 3))
     def add(self, data: st.DataObject, sku: str, qty: int) -> None:
         user = data.draw(st.sampled_from(self.customers))
-        shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
+        cart = self.uow.carts.find_readonly(user)
+        wanted = qty + (cart.lines.get(sku, 0) if cart is not None else 0)
+        short = wanted > self.uow.stock.find_readonly(sku).available
+        try:
+            shopping.add_to_cart(self.uow, user, sku, qty, self._tick())
+        except OutOfStock:
+            assert short  # refused exactly when fewer are for sale than the line would hold
+            tally.add("stateful_adds_refused")
+            return
+        assert not short
+
+    @rule(data=st.data())
+    def fit_to_stock(self, data: st.DataObject) -> None:
+        user = data.draw(st.sampled_from(self.customers))
+        shopping.fit_cart_to_stock(self.uow, user, self._tick())
+        cart = self.uow.carts.find_readonly(user)
+        for sku, quantity in cart.lines.items() if cart is not None else ():
+            assert 0 < quantity <= self.uow.stock.find_readonly(sku).available
 
     @rule(data=st.data(), code=st.sampled_from(CODES))
     def coupon(self, data: st.DataObject, code: str) -> None:

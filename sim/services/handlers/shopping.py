@@ -22,7 +22,7 @@ from typing import Literal
 
 from sim.domain import inventory
 from sim.domain.carts import Cart, PriceBreakdown, PricedLine, price_cart
-from sim.domain.errors import EmptyCart, IllegalTransition, InvalidValue
+from sim.domain.errors import EmptyCart, IllegalTransition, InvalidValue, OutOfStock
 from sim.domain.events import DuplicateChargePrevented
 from sim.domain.orders import CustomerHistory, Order, OrderLine, OrderStatus
 from sim.domain.payments import (
@@ -58,11 +58,47 @@ def _cart(uow: UnitOfWork, user_id: str, now: float) -> Cart:
 
 
 def add_to_cart(uow: UnitOfWork, user_id: str, sku: str, quantity: int, now: float) -> None:
-    """Put ``quantity`` units of a catalog product in the user's persistent cart."""
+    """Put ``quantity`` units of a catalog product in the user's persistent cart.
+
+    Refused with OutOfStock, the cart unchanged, when fewer units are available for sale
+    than the line would then hold: a sold-out product cannot be added, as in a real shop
+    (Saleor checks stock when lines are added). Stock can still run out between adding and
+    checkout, which :func:`checkout` refuses and :func:`fit_cart_to_stock` repairs.
+    """
     with uow:
         uow.products.get(sku)  # NotFound for a product not (or no longer) in the catalog
-        _cart(uow, user_id, now).add(sku, quantity, now)
+        cart = _cart(uow, user_id, now)
+        cart.add(sku, quantity, now)  # InvalidQuantity first: a bad quantity is not a stock-out
+        available = _available(uow, sku)
+        if cart.lines[sku] > available:
+            raise OutOfStock(f"{sku}: {cart.lines[sku]} requested, {available} available")
         uow.commit()
+
+
+def _available(uow: UnitOfWork, sku: str) -> int:
+    """Return the units of ``sku`` available for sale (0 for a product with no stock item)."""
+    item = uow.stock.find_readonly(sku)
+    return item.available if item is not None else 0
+
+
+def fit_cart_to_stock(uow: UnitOfWork, user_id: str, now: float) -> dict[str, int]:
+    """Cut each cart line to the units available (0 removes it); return the lines changed.
+
+    What a storefront does when checkout says some items are no longer available: the
+    returned mapping gives each changed SKU's new quantity. A user with no cart has nothing
+    to fit.
+    """
+    with uow:
+        cart = uow.carts.find(user_id)
+        changed: dict[str, int] = {}
+        if cart is not None:
+            for sku, quantity in list(cart.lines.items()):
+                available = _available(uow, sku)
+                if quantity > available:
+                    cart.set_quantity(sku, available, now)
+                    changed[sku] = available
+        uow.commit()
+        return changed
 
 
 def change_quantity(uow: UnitOfWork, user_id: str, sku: str, quantity: int, now: float) -> None:
