@@ -182,6 +182,22 @@ def test_change_quantity_and_remove_from_cart(uow, fill_cart):
         shopping.remove_from_cart(uow, BOB, BOOK, 5.0)
 
 
+def test_a_quantity_cannot_be_raised_beyond_the_stock_but_can_always_be_lowered(
+    uow, place, fill_cart
+):
+    fill_cart(ANN, {LAMP: 2, BOOK: 1})
+    with pytest.raises(OutOfStock, match=r"^SKU-BOOK: 11 requested, 10 available$"):
+        shopping.change_quantity(uow, ANN, BOOK, 11, 2.0)
+    shopping.change_quantity(uow, ANN, BOOK, 10, 3.0)
+    place(BOB, {LAMP: 1})  # one lamp left for sale; Ann's cart still says two
+    shopping.change_quantity(uow, ANN, LAMP, 2, 4.0)  # not raised: allowed, checkout decides
+    assert cart_state(uow, ANN) == ({LAMP: 2, BOOK: 10}, [], 4.0)
+    with pytest.raises(OutOfStock, match=r"^SKU-LAMP: 3 requested, 1 available$"):
+        shopping.change_quantity(uow, ANN, LAMP, 3, 5.0)
+    shopping.change_quantity(uow, ANN, LAMP, 1, 6.0)
+    assert cart_state(uow, ANN) == ({LAMP: 1, BOOK: 10}, [], 6.0)
+
+
 def test_view_cart_counts_units_and_creates_an_empty_cart(uow, fill_cart):
     assert shopping.view_cart(uow, BOB, 7.0) == 0
     assert cart_state(uow, BOB) == ({}, [], 7.0)

@@ -69,9 +69,7 @@ def add_to_cart(uow: UnitOfWork, user_id: str, sku: str, quantity: int, now: flo
         uow.products.get(sku)  # NotFound for a product not (or no longer) in the catalog
         cart = _cart(uow, user_id, now)
         cart.add(sku, quantity, now)  # InvalidQuantity first: a bad quantity is not a stock-out
-        available = _available(uow, sku)
-        if cart.lines[sku] > available:
-            raise OutOfStock(f"{sku}: {cart.lines[sku]} requested, {available} available")
+        _check_available(uow, sku, cart.lines[sku])
         uow.commit()
 
 
@@ -79,6 +77,13 @@ def _available(uow: UnitOfWork, sku: str) -> int:
     """Return the units of ``sku`` available for sale (0 for a product with no stock item)."""
     item = uow.stock.find_readonly(sku)
     return item.available if item is not None else 0
+
+
+def _check_available(uow: UnitOfWork, sku: str, wanted: int) -> None:
+    """Raise OutOfStock if fewer than ``wanted`` units of ``sku`` are available for sale."""
+    available = _available(uow, sku)
+    if wanted > available:
+        raise OutOfStock(f"{sku}: {wanted} requested, {available} available")
 
 
 def fit_cart_to_stock(uow: UnitOfWork, user_id: str, now: float) -> dict[str, int]:
@@ -102,9 +107,17 @@ def fit_cart_to_stock(uow: UnitOfWork, user_id: str, now: float) -> dict[str, in
 
 
 def change_quantity(uow: UnitOfWork, user_id: str, sku: str, quantity: int, now: float) -> None:
-    """Set a cart line's quantity (0 removes the line)."""
+    """Set a cart line's quantity (0 removes the line).
+
+    Raising it above the units available for sale is refused with OutOfStock, as adding is;
+    lowering it never is.
+    """
     with uow:
-        uow.carts.get(user_id).set_quantity(sku, quantity, now)
+        cart = uow.carts.get(user_id)
+        before = cart.lines.get(sku, 0)
+        cart.set_quantity(sku, quantity, now)
+        if quantity > before:
+            _check_available(uow, sku, quantity)
         uow.commit()
 
 
