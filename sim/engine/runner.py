@@ -21,7 +21,7 @@ from sim.engine.faults import start_faults
 from sim.engine.metrics import cache_series, compute_kpis
 from sim.engine.recorder import Table
 from sim.engine.rng import Streams
-from sim.engine.shoppers import arrivals, closed_shopper
+from sim.engine.shoppers import arrivals, closed_shopper, sweep_sessions
 from sim.engine.world import World, build_world
 from sim.scenario.schema import Scenario
 
@@ -105,9 +105,10 @@ def run(
 
 
 def start(world: World) -> None:
-    """Start a built world's processes: the arrivals, the closed population and the faults."""
+    """Start a built world's processes: arrivals, closed population, faults, session sweep."""
     if world.rate_steps:
         world.env.process(arrivals(world))
+    world.env.process(sweep_sessions(world))
     closed = world.scenario.arrivals.closed
     for index in range(closed.users if closed is not None else 0):
         world.env.process(closed_shopper(world, index + 1))

@@ -7,12 +7,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.domain.ledger import reconcile
 from sim.engine import recorder as recorder_module
 from sim.engine import runner
+from sim.engine.rng import Streams
 from sim.engine.runner import PROGRESS_STEPS, Audit, RunResult, collect_frames, run
 from sim.engine.shoppers import CLOSED_SID_BASE
 from sim.engine.world import build_world
@@ -468,3 +470,28 @@ def test_a_world_that_fails_to_build_closes_its_store(tmp_path, monkeypatch):
     assert closed == ["closed"]
     assert path.is_file()  # the store file was made, and is left closed
     ensure_free(path)  # and its run lock released: another run may take the file
+
+
+def test_expired_login_sessions_are_swept_once_every_session_lifetime(monkeypatch):
+    """Returning customers never log out: without the sweep every token stays in the store."""
+    from sim.engine import shoppers
+    from sim.services.handlers import accounts
+
+    sweeps: list[tuple[float, int]] = []
+    purge_sessions = accounts.purge_sessions
+
+    def purge(uow: Any, now: float) -> int:
+        removed = purge_sessions(uow, now)
+        sweeps.append((now, removed))
+        return removed
+
+    monkeypatch.setattr(shoppers.accounts, "purge_sessions", purge)
+    scenario = parse_scenario(apply_overrides(smoke_data(), {"horizon": "65m", "warmup": 0}))
+    world = build_world(simpy.Environment(), scenario, Streams(scenario.seed, 0))
+    runner.start(world)
+    world.env.run(until=scenario.horizon)
+    ttl = world.policies.login.session_ttl
+    assert [at for at, _ in sweeps] == [ttl, 2 * ttl]
+    assert sum(removed for _, removed in sweeps) > 0
+    left = list(world.uow.sessions.values())
+    assert left and all(s.is_valid(2 * ttl) or s.created_at > 2 * ttl for s in left)
