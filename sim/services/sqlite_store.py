@@ -164,8 +164,18 @@ _SCHEMA: tuple[str, ...] = (
     f" payment_id TEXT REFERENCES payments (id) {_DEFERRED}, amount INTEGER)",
     "CREATE TABLE IF NOT EXISTS notifications (pos INTEGER PRIMARY KEY, data BLOB NOT NULL,"
     " user_id TEXT, order_id TEXT)",
+    # An index on every referencing column: without one, SQLite checks a foreign key by
+    # scanning the referencing table (its documentation advises these indexes), and an insert
+    # cost more as the shop grew: 100 us in the file-store baseline's second hour, 500 us in
+    # its eighth; 10 us with them.
+    "CREATE INDEX IF NOT EXISTS reservations_order ON reservations (order_id)",
+    "CREATE INDEX IF NOT EXISTS orders_payment ON orders (payment_id)",
+    "CREATE INDEX IF NOT EXISTS payments_order ON payments (order_id)",
+    "CREATE INDEX IF NOT EXISTS ledger_order ON ledger (order_id)",
+    "CREATE INDEX IF NOT EXISTS ledger_payment ON ledger (payment_id)",
 )
-"""Every table of a store (the same in schema versions 1 and 2)."""
+"""Every table and index of a store (the same tables in schema versions 1 and 2; the indexes
+change no table or blob, so opening an older store adds them)."""
 
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "stock": ("on_hand", "reserved", "available"),

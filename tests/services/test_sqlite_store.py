@@ -782,6 +782,50 @@ def test_a_run_lock_ends_with_the_process_that_held_it(tmp_path):
     uow.close()
 
 
+def test_every_referencing_column_is_indexed_in_new_and_older_stores(tmp_path):
+    """An unindexed foreign key makes SQLite scan the referencing table on every check."""
+    indexed = {
+        ("reservations", "order_id"),
+        ("orders", "payment_id"),
+        ("payments", "order_id"),
+        ("ledger", "order_id"),
+        ("ledger", "payment_id"),
+    }
+
+    def indexes(path: Path) -> set[tuple[str, str]]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            names = conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'")
+            found = set()
+            for name, table in names.fetchall():
+                for row in conn.execute(f"PRAGMA index_info({name})"):
+                    found.add((table, row[2]))
+            return found
+
+    def references(path: Path) -> set[tuple[str, str]]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            return {
+                (table, row[3])
+                for table in tables
+                for row in conn.execute(f"PRAGMA foreign_key_list({table})")
+            }
+
+    path = tmp_path / "shop.db"
+    SqliteUnitOfWork.connect(path).close()
+    assert references(path) == indexed  # every foreign key of the schema...
+    assert indexed <= indexes(path)  # ...has its index
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # a store made before the indexes
+        for name in ("reservations_order", "orders_payment", "payments_order", "ledger_order"):
+            conn.execute(f"DROP INDEX {name}")
+        conn.execute("DROP INDEX ledger_payment")
+        conn.commit()
+    assert not indexed & indexes(path)
+    SqliteUnitOfWork.connect(path).close()  # opening it adds them; tables and blobs unchanged
+    assert indexed <= indexes(path)
+
+
 def test_replica_paths():
     assert replica_path("out/shop.db", 0) == Path("out/shop.db")
     assert replica_path("out/shop.db", 3) == Path("out/shop-rep3.db")
