@@ -825,16 +825,15 @@ class RunLock:
     system that refuses locks, and without ``fcntl`` (Windows), runs are not guarded.
     """
 
-    __slots__ = ("_fd", "path")
+    __slots__ = ("_fd",)
 
     def __init__(self, store: str | os.PathLike[str]) -> None:
-        self.path = Path(f"{store}.lock")
-        """The lock file."""
         self._fd: int | None = None
         if fcntl is None:  # pragma: no cover - Windows
             return
+        path = f"{store}.lock"
         try:  # a link is not followed: the lock never writes to a file it points at
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
             raise StoreFileError(f"{store}: cannot create its lock file ({exc})") from exc
         try:
@@ -853,7 +852,8 @@ class RunLock:
                 return  # runs there are not guarded, as without fcntl
             raise
         self._fd = fd
-        if os.pread(fd, 32, 0).strip().isdigit() or os.fstat(fd).st_size == 0:  # ours to write
+        held = os.pread(fd, 33, 0)
+        if not held or (len(held) <= 32 and held.strip().isdigit()):  # empty or a pid: ours
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
 

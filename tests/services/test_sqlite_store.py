@@ -742,6 +742,10 @@ def test_a_run_lock_never_writes_to_a_file_that_is_not_its_own(tmp_path):
     uow.close()
     assert precious.read_text(encoding="utf-8") == "chapter one\n"
     assert notes.read_text(encoding="utf-8") == "notes\n"
+    numbers = tmp_path / "third.db.lock"  # digits, but longer than any pid
+    numbers.write_text("1234567890" * 4, encoding="utf-8")
+    open_store("sqlite", tmp_path / "third.db").close()
+    assert numbers.read_text(encoding="utf-8") == "1234567890" * 4
 
 
 def test_a_file_system_without_locks_leaves_runs_unguarded(tmp_path, monkeypatch):
