@@ -508,14 +508,20 @@ def _check_payments(
 
 
 # --- the world of a run --------------------------------------------------------------------------
-def audit(world: World, frames: Mapping[str, pd.DataFrame] | None = None) -> Audit:
+def audit(
+    world: World,
+    frames: Mapping[str, pd.DataFrame] | None = None,
+    books: Audit | None = None,
+) -> Audit:
     """Check the books at the end of a run, and that every shopper session is accounted for.
 
     ``frames`` are the run's collected frames when the caller has them (their ``sessions``
-    and ``requests`` are read instead of building them again from the recorder). Sessions
+    and ``requests`` are read instead of building them again from the recorder). ``books``
+    is :func:`audit_books` of ``world.uow`` when the caller has already checked them. Sessions
     still open in ``world.open_sessions`` count as in flight.
     """
-    books = audit_books(world.uow)
+    if books is None:
+        books = audit_books(world.uow)
     found = list(books.findings)
     checked: Counter[str] = Counter(dict.fromkeys(_WORLD_COUNTS, 0))
     checked.update(books.checked)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.engine.audit import Audit, audit
+from sim.engine.audit import Audit, audit, audit_books
 from sim.engine.faults import start_faults
 from sim.engine.metrics import cache_series, compute_kpis
 from sim.engine.recorder import Table
@@ -87,9 +87,11 @@ def run(
         if progress is None:
             env.run(until=horizon)
         else:
-            for step in range(1, PROGRESS_STEPS + 1):
+            for step in range(1, PROGRESS_STEPS):
                 env.run(until=horizon * step / PROGRESS_STEPS)
                 progress(env.now, horizon)
+            env.run(until=horizon)  # exactly: a step's rounding must not move the end
+            progress(env.now, horizon)
         frames, kpis, books = conclude(world)
     finally:
         world.uow.close()  # a file store's connection; nothing in memory
@@ -121,10 +123,13 @@ def conclude(world: World) -> tuple[dict[str, pd.DataFrame], dict[str, Any], Aud
     for station in world.stations.values():
         station.finalize(horizon)
     world.close_open_sessions(horizon)
+    # The books first: the audit's pass over every order, payment and ledger entry is then
+    # over (its memory free again) before the frames are built, rather than held beside them.
+    books = audit_books(world.uow)
     frames = collect_frames(world)
     warmup = 0.0 if scenario.warmup == "auto" else float(scenario.warmup)
     kpis = compute_kpis(frames, world, warmup=warmup, horizon=horizon)
-    return frames, kpis, audit(world, frames)
+    return frames, kpis, audit(world, frames, books)
 
 
 def collect_frames(world: World) -> dict[str, pd.DataFrame]:

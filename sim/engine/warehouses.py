@@ -43,11 +43,19 @@ def fulfil(
     # (days, on a long run thousands at once) would keep one alive.
     del rng
     yield from visit(env, warehouse, pick)  # while the warehouse is down, in its queue
+    # A step due at or after the horizon would never happen in the run: the order leaves the
+    # run where it is rather than wait for it. Delivery takes days, so on a long run waiting
+    # processes (one per order) would be the run's largest growth in memory.
+    horizon = world.scenario.horizon
+    if env.now + ship_delay >= horizon:
+        return
     yield env.timeout(ship_delay)
     fulfilment.ship_order(uow, staff, order_id, env.now)
+    if env.now + delivery_delay >= horizon:
+        return
     yield env.timeout(delivery_delay)
     fulfilment.deliver_order(uow, staff, order_id, env.now)
-    if not returned:
+    if not returned or env.now + return_delay >= horizon:
         return
     yield env.timeout(return_delay)
     order = uow.orders.find_readonly(order_id)
@@ -58,6 +66,8 @@ def fulfil(
     fulfilment.request_return(uow, user_id, order_id, units, env.now)
     world.recorder.count("returns")
     fulfilment.receive_return(uow, staff, order_id, env.now)
+    if env.now + REFUND_LATENCY >= horizon:
+        return
     yield env.timeout(REFUND_LATENCY)
     fulfilment.refund_return(uow, staff, order_id, env.now)
     world.recorder.count("refunds")

@@ -11,6 +11,14 @@ from sim.engine.faults import start_faults
 from sim.engine.warehouses import REFUND_LATENCY
 from tests.engine._tiny import DELIVERY, PICK, RETURN, SHIP, paid_order, tiny, world_of
 
+LONG = 7200.0
+"""A horizon past every step of these traces (tiny's 600 s ends before deliveries)."""
+
+
+def _long(overrides: dict | None = None):
+    """The tiny scenario with a horizon its fulfilment traces fit in."""
+    return tiny({"horizon": LONG, **(overrides or {})})
+
 
 def _fulfil_at(world, at: float, *, user: int = 0, sku: int = 0, qty: int = 1, seed: int = 0):
     """At time ``at``: pay for an order and start its fulfilment; return a dict with its id."""
@@ -44,7 +52,7 @@ def _seed_where(partial: bool) -> int:
 
 
 def test_order_ships_and_arrives_after_the_constant_delays():
-    world = world_of(tiny())
+    world = world_of(_long())
     box = _fulfil_at(world, 0.0)
     world.env.run()
     order_id = box["order"]
@@ -80,7 +88,7 @@ def test_two_pickers_work_in_parallel():
 
 
 def test_a_returned_order_is_received_and_refunded_in_full():
-    world = world_of(tiny({"fulfilment.return_rate": 1.0}))
+    world = world_of(_long({"fulfilment.return_rate": 1.0}))
     box = _fulfil_at(world, 0.0, seed=_seed_where(partial=False))
     world.env.run()
     order_id = box["order"]
@@ -102,7 +110,7 @@ def test_a_returned_order_is_received_and_refunded_in_full():
 
 
 def test_a_partial_return_sends_back_one_unit_of_two():
-    world = world_of(tiny({"fulfilment.return_rate": 1.0}))
+    world = world_of(_long({"fulfilment.return_rate": 1.0}))
     box = _fulfil_at(world, 0.0, qty=2, seed=_seed_where(partial=True))
     world.env.run()
     order = world.uow.orders.find_readonly(box["order"])
@@ -113,7 +121,7 @@ def test_a_partial_return_sends_back_one_unit_of_two():
 
 
 def test_a_full_return_of_two_units():
-    world = world_of(tiny({"fulfilment.return_rate": 1.0}))
+    world = world_of(_long({"fulfilment.return_rate": 1.0}))
     box = _fulfil_at(world, 0.0, qty=2, seed=_seed_where(partial=False))
     world.env.run()
     order = world.uow.orders.find_readonly(box["order"])
@@ -143,7 +151,7 @@ def test_orders_are_routed_to_warehouses_by_share():
 
 
 def test_a_warehouse_outage_holds_new_orders_in_processing_until_it_ends():
-    world = world_of(tiny({"faults": [{"outage": "warehouses.east", "at": 10, "duration": 100}]}))
+    world = world_of(_long({"faults": [{"outage": "warehouses.east", "at": 10, "duration": 100}]}))
     start_faults(world)
     before = _fulfil_at(world, 0.0, user=0)  # already picking when the outage starts
     during = _fulfil_at(world, 20.0, user=1, sku=1)
@@ -198,3 +206,19 @@ def test_an_order_in_fulfilment_holds_no_random_generator():
     frame = process._generator.gi_frame
     assert not any(isinstance(v, np.random.Generator) for v in frame.f_locals.values())
     assert sys.getrefcount(rng) == 2  # this test's name and getrefcount's argument only
+
+
+def test_an_order_leaves_the_run_where_its_next_step_falls_past_the_horizon():
+    """Tiny's horizon is 600 s: picked at 60, shipped at 160; delivery (1160) is not waited for."""
+    world = world_of(tiny({"fulfilment.return_rate": 1.0}))
+    box = _fulfil_at(world, 0.0)
+    late = _fulfil_at(world, 450.0, user=1, sku=1)  # picked at 510, would ship at 610
+    world.env.run()
+    assert _events(world, box["order"]) == [
+        (0.0, "pending", "processing"),
+        (PICK + SHIP, "processing", "shipped"),
+    ]
+    assert box["done"] == PICK + SHIP  # its process ended there: nothing waits for day 2
+    assert _events(world, late["order"]) == [(450.0, "pending", "processing")]
+    assert late["done"] == 450.0 + PICK
+    assert world.env.now == 450.0 + PICK  # nothing was left scheduled past the horizon
