@@ -1002,7 +1002,7 @@ def test_a_failed_audit_exits_3_names_the_rule_and_still_writes_the_report(
     tmp_path, monkeypatch, capsys
 ):
     rule = "coupon over its limit: WELCOME10"
-    monkeypatch.setattr(sim.engine.runner, "audit", lambda world, frames: Audit((rule,)))
+    monkeypatch.setattr(sim.engine.runner, "audit", lambda *_: Audit((rule,)))
     out = tmp_path / "run"
     status = sim.cli.main(["run", str(SMOKE), *QUICK, "--out", str(out)])
     captured = capsys.readouterr()

@@ -142,6 +142,15 @@ def test_progress_is_reported_in_steps_and_changes_nothing():
     assert _frames_equal(with_progress, run(SMOKE, 7))
 
 
+def test_a_run_with_progress_ends_exactly_at_its_horizon():
+    horizon = 1000 / 3  # a horizon the last step's horizon * 100 / 100 rounds off
+    assert horizon * PROGRESS_STEPS / PROGRESS_STEPS != horizon
+    seen: list[float] = []
+    result = run(tiny({"horizon": horizon}), 3, progress=lambda now, _: seen.append(now))
+    assert seen[-1] == horizon
+    assert _frames_equal(result, run(tiny({"horizon": horizon}), 3))
+
+
 def test_warmup_property():
     assert run(SMOKE, 7).warmup == 30.0
     auto = parse_scenario(apply_overrides(smoke_data(), {"warmup": "auto", "horizon": "1m"}))

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
 from sim.engine import warehouses
 from sim.engine.faults import start_faults
 from sim.engine.warehouses import REFUND_LATENCY
+from sim.scenario.schema import Scenario
 from tests.engine._tiny import DELIVERY, PICK, RETURN, SHIP, paid_order, tiny, world_of
 
 LONG = 7200.0
 """A horizon past every step of these traces (tiny's 600 s ends before deliveries)."""
 
 
-def _long(overrides: dict | None = None):
+def _long(overrides: dict[str, Any] | None = None) -> Scenario:
     """The tiny scenario with a horizon its fulfilment traces fit in."""
     return tiny({"horizon": LONG, **(overrides or {})})
 
