@@ -25,7 +25,7 @@ REFUND_LATENCY = 1.0
 def fulfil(
     world: World, order_id: str, user_id: str, rng: np.random.Generator
 ) -> Generator[simpy.Event, Any, None]:
-    """Take one paid order from picking to delivery and, for some, through a return."""
+    """Take one paid order through picking, shipping, delivery and any return, up to the horizon."""
     env, uow, spec = world.env, world.uow, world.scenario.fulfilment
     staff = world.admin_id
     u = rng.random()
