@@ -454,10 +454,7 @@ def test_sessions_still_walking_at_the_horizon_are_reported_in_flight():
 
 def test_a_world_that_fails_to_build_closes_its_store(tmp_path, monkeypatch):
     """The store opens first; an error (or Ctrl-C) later in the build must not leave it open."""
-    import simpy
-
     from sim.engine import world as world_module
-    from sim.engine.rng import Streams
     from sim.services.sqlite_store import SqliteUnitOfWork, ensure_free
 
     closed: list[str] = []
