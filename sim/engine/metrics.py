@@ -7,6 +7,9 @@ interval is kept when its start is at or after the warm-up, so the effective cut
 rounded up to a multiple of ``metrics.interval`` (the same cut exactly when the warm-up is such
 a multiple). Counts, sums and means are exact; percentiles come from the log-bucketed
 histograms and are within 1 % (relative) of the exact ones (:mod:`sim.engine.histogram`).
+The histograms are kept per window of whole intervals (``metrics.histogram_interval``), and
+percentiles pool the windows that start at or after that cut: with windows wider than an
+interval, up to a window less one interval after the cut is left out of them.
 """
 
 from __future__ import annotations
@@ -180,12 +183,15 @@ def aggregate_request_series(
     latency_histogram: pd.DataFrame,
     interval: float,
     horizon: float | None = None,
+    per_window: int = 1,
 ) -> pd.DataFrame:
     """Return requests per interval (count, throughput, p50 / p95 / p99) from aggregates.
 
     The frame :func:`sim.reporting.plots.request_series` builds from rows: columns ``start,
     length, requests, throughput, p50, p95, p99``; with a ``horizon`` every interval of
-    ``[0, horizon)`` has a row (quiet ones with 0 requests and NaN percentiles).
+    ``[0, horizon)`` has a row (quiet ones with 0 requests and NaN percentiles). When the
+    histogram's windows span ``per_window`` intervals, each interval has the percentiles of
+    its window.
     """
     if not interval > 0:
         raise ValueError(f"interval must be > 0, got {interval!r}")
@@ -225,6 +231,8 @@ def aggregate_request_series(
             unique, inverse = np.unique(buckets[rows], return_inverse=True)
             pooled = np.bincount(inverse, weights=weights[rows]).astype(np.int64)
             quantiles[i] = quantiles_from_buckets(unique, pooled, [p / 100.0 for p in PERCENTILES])
+    if per_window > 1:  # a window's rows are at its first interval: each interval takes them
+        quantiles = quantiles[(np.arange(count) // per_window) * per_window]
     for j, p in enumerate(PERCENTILES):
         frame[f"p{p}"] = quantiles[:, j]
     return frame[columns]

@@ -11,13 +11,15 @@ Requests come in one of two modes (``metrics.requests`` of the scenario):
 
 - ``rows`` (the default): one row per page request in the ``requests`` frame.
 - ``aggregate``: no per-request rows. :class:`RequestAggregates` takes the same ``append`` and
-  keeps, per interval of arrival time and page, the count and sums of every numeric field, a
-  log-bucketed latency histogram (:mod:`sim.engine.histogram`, 1 % relative accuracy), the
-  outcomes, and per page the number of distinct sessions that requested it. Requests of the
+  keeps, per interval of arrival time and page, the count and sums of every numeric field and
+  the outcomes; per window of a whole number of intervals (``metrics.histogram_interval``)
+  and page, a log-bucketed latency histogram (:mod:`sim.engine.histogram`, 1 % relative
+  accuracy); and per page the number of distinct sessions that requested it. Requests of the
   intervals still receiving completions sit in a flat float buffer (ten numbers each); older
   intervals are folded into small numpy arrays whose size depends on the number of pages and
-  latency buckets in use, never on the number of requests. Memory therefore grows with the
-  number of intervals (a few kilobytes each), not with the number of requests.
+  latency buckets in use, never on the number of requests, and a folded interval's histogram
+  is merged into its window's. Memory therefore grows with the number of intervals (well under
+  a kilobyte each) and windows (a few kilobytes each), not with the number of requests.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import operator
 from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -81,8 +83,8 @@ REQUEST_STATS_COLUMNS = (
 of requests and the sums of their fields (``response_max`` is the largest response)."""
 
 LATENCY_HISTOGRAM_COLUMNS = ("start", "page", "bucket", "count")
-"""Columns of ``latency_histogram`` (aggregate mode): requests per interval, page and response
-bucket (:mod:`sim.engine.histogram` bucket indices)."""
+"""Columns of ``latency_histogram`` (aggregate mode): requests per histogram window (``start``
+is the window's), page and response bucket (:mod:`sim.engine.histogram` bucket indices)."""
 
 REQUEST_OUTCOME_COLUMNS = ("start", "page", "outcome", "count")
 """Columns of ``request_outcomes`` (aggregate mode): requests per interval, page and outcome."""
@@ -159,9 +161,18 @@ class _Chunk(NamedTuple):
 
     k: int
     stats: np.ndarray  # one row per page, ascending code: (page code, *_STATS_FIELDS)
-    histogram: np.ndarray  # 2 x n: ascending keys (code * _BUCKET_SPAN + offset), counts
     outcome_keys: np.ndarray  # ascending (code * _OUTCOME_SPAN + outcome code)
     outcome_counts: np.ndarray
+
+
+class _Window(NamedTuple):
+    """The latency histogram of window ``k``: the folded intervals of that window merged."""
+
+    k: int
+    histogram: np.ndarray  # 2 x n: ascending keys (code * _BUCKET_SPAN + offset), counts
+
+
+_K = TypeVar("_K", _Chunk, _Window)  # what is batched: folded intervals or windows
 
 
 class Table:
@@ -270,14 +281,22 @@ class RequestAggregates:
         "_page_sessions",
         "_pages",
         "_visited",
+        "_windows",
         "interval",
+        "per_window",
     )
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, per_window: int = 1) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0, got {interval!r}")
+        if per_window < 1:
+            raise ValueError(f"per_window must be >= 1, got {per_window!r}")
         self.interval = float(interval)
         """Length of an interval in seconds (intervals start at 0)."""
+        self.per_window = int(per_window)
+        """Intervals per latency-histogram window (window ``w`` is intervals ``w * per_window``
+        onwards)."""
+        self._windows: list[_Window] = []
         self._buffers: dict[int, array[float]] = {}
         self._latest = -1
         self._chunks: list[_Chunk] = []
@@ -385,12 +404,21 @@ class RequestAggregates:
             pages * _OUTCOME_SPAN + data[:, _OUTCOME].astype(np.int64), return_counts=True
         )
         self._chunks.append(
-            _Chunk(
-                k,
-                stats,
+            _Chunk(k, stats, outcome_keys.astype(np.int64), outcome_counts.astype(np.int64))
+        )
+        w = k // self.per_window
+        windows = self._windows
+        if windows and windows[-1].k == w:  # the window's earlier intervals: merge into it
+            earlier = windows.pop().histogram
+            keys = np.concatenate([earlier[0], keys])
+            keys, inverse = np.unique(keys, return_inverse=True)
+            counts = np.bincount(
+                inverse, weights=np.concatenate([earlier[1], counts]), minlength=keys.size
+            ).astype(np.int64)
+        windows.append(
+            _Window(
+                w,
                 np.stack([keys, counts]).astype(np.int64 if counts.max() >= 2**31 else np.int32),
-                outcome_keys.astype(np.int64),
-                outcome_counts.astype(np.int64),
             )
         )
 
@@ -416,31 +444,32 @@ class RequestAggregates:
     def nbytes(self) -> int:
         """Return the bytes held by the aggregates' arrays and buffers (not Python overhead)."""
         held = sum(b.buffer_info()[1] * b.itemsize for b in self._buffers.values())
-        for _, stats, histogram, outcome_keys, outcome_counts in self._chunks:
-            held += stats.nbytes + histogram.nbytes + outcome_keys.nbytes + outcome_counts.nbytes
-        return held
+        for _, stats, outcome_keys, outcome_counts in self._chunks:
+            held += stats.nbytes + outcome_keys.nbytes + outcome_counts.nbytes
+        return held + sum(window.histogram.nbytes for window in self._windows)
 
     def frames(self, *, release: bool = False) -> dict[str, pd.DataFrame]:
         """Return ``request_stats``, ``latency_histogram``, ``request_outcomes``, ``page_sessions``.
 
         Folds every open interval first (so call it after the run). Rows are sorted by
-        interval start, then page name (then bucket or outcome). With ``release`` the folded
-        intervals are let go of as the histogram is built from them (the aggregates are
-        empty afterwards): the end of a run holds the histogram once, not twice.
+        interval (or window) start, then page name (then bucket or outcome). With ``release``
+        the folded intervals and windows are let go of as the frames are built from them (the
+        aggregates are empty afterwards): the end of a run holds the histogram once, not twice.
         """
         self._fold_all()
         # Over a long run the histogram has hundreds of thousands of rows, and summing and
-        # sorting it whole would hold several full-length copies at once. Intervals are summed
+        # sorting it whole would hold several full-length copies at once. Windows are summed
         # and sorted a batch at a time instead, each batch written into columns allocated
         # once in their final dtypes: the temporaries stay the size of a batch.
-        batches = self._batches()
+        batches = _batches(self._chunks, lambda chunk: chunk.outcome_keys.size)
         layout = _PageLayout(self._pages)
         request_stats = self._request_stats(batches, layout)
         request_outcomes = self._request_outcomes(batches, layout)
-        if release:
-            self._chunks = []  # the batches hold the last references, dropped batch by batch
+        windows = _batches(self._windows, lambda window: window.histogram.shape[1])
+        if release:  # the batches hold the last references, dropped batch by batch
+            self._chunks, self._windows = [], []
         start, page, offset, count = self._keyed_counts(
-            batches, _histogram_part, _BUCKET_SPAN, layout, consume=release
+            windows, _histogram_part, _BUCKET_SPAN, layout, per_k=self.per_window, consume=release
         )
         offset += ZERO_BUCKET  # in place: the offsets become the bucket indices
         # copy=False: pandas would otherwise copy each column of a dict into the frame.
@@ -475,27 +504,6 @@ class RequestAggregates:
                 "count": count,
             }
         )
-
-    def _batches(self) -> list[list[_Chunk]]:
-        """Return the chunks in batches of whole intervals, ascending, in fold order within.
-
-        A batch ends once it holds ``_BATCH_ROWS`` histogram rows. Every chunk of an interval
-        (there are several when late requests reopened it after it was folded) is in the same
-        batch, so a batch sums and sorts on its own and the batches' rows, one after the
-        other, are in order.
-        """
-        by_interval: dict[int, list[_Chunk]] = {}
-        for chunk in self._chunks:
-            by_interval.setdefault(chunk.k, []).append(chunk)
-        batches: list[list[_Chunk]] = []
-        rows = _BATCH_ROWS
-        for _, chunks in sorted(by_interval.items()):
-            if rows >= _BATCH_ROWS:
-                batches.append([])
-                rows = 0
-            batches[-1].extend(chunks)
-            rows += sum(chunk.histogram.shape[1] for chunk in chunks)
-        return batches
 
     def _request_stats(self, batches: list[list[_Chunk]], layout: _PageLayout) -> pd.DataFrame:
         """Return ``request_stats``: one row per interval and page, sorted by start and name."""
@@ -532,20 +540,21 @@ class RequestAggregates:
 
     def _keyed_counts(
         self,
-        batches: list[list[_Chunk]],
-        part: Callable[[_Chunk], tuple[np.ndarray, np.ndarray]],
+        batches: list[list[_K]],
+        part: Callable[[_K], tuple[np.ndarray, np.ndarray]],
         span: int,
         layout: _PageLayout,
         minor_rank: np.ndarray | None = None,
         *,
+        per_k: int = 1,
         consume: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Return the (start, page code, minor, count) columns of one kind of keyed counts.
 
-        ``part`` picks a chunk's keys (``code * span + minor``) and counts; each batch is
-        summed and sorted by :func:`_tally`. The minor column holds int16 offsets when there
-        is no ``minor_rank``, else int64 ranks. With ``consume`` each batch is emptied once
-        it is written.
+        ``part`` picks a chunk's or window's keys (``code * span + minor``) and counts; each
+        batch is summed and sorted by :func:`_tally`. An item ``k`` starts at interval
+        ``k * per_k``. The minor column holds int16 offsets when there is no ``minor_rank``,
+        else int64 ranks. With ``consume`` each batch is emptied once it is written.
         """
         bound = sum(part(chunk)[0].size for batch in batches for chunk in batch)
         start = np.empty(bound)
@@ -559,7 +568,7 @@ class RequestAggregates:
             counts = np.concatenate([part(chunk)[1] for chunk in batch])
             k, majors, minors, summed = _tally(ks, keys, counts, span, layout.rank, minor_rank)
             begin, end = end, end + summed.size
-            start[begin:end] = k * self.interval
+            start[begin:end] = (k * per_k) * self.interval  # the stats' k * interval when 1
             page[begin:end] = majors
             minor[begin:end] = minors
             count[begin:end] = summed
@@ -588,9 +597,9 @@ class _PageLayout:
         return pd.Categorical.from_codes(codes, dtype=self.categories)
 
 
-# A chunk's keys and counts of one kind, for RequestAggregates._keyed_counts.
-def _histogram_part(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
-    return chunk.histogram[0], chunk.histogram[1]
+# A window's or chunk's keys and counts of one kind, for RequestAggregates._keyed_counts.
+def _histogram_part(window: _Window) -> tuple[np.ndarray, np.ndarray]:
+    return window.histogram[0], window.histogram[1]
 
 
 def _outcome_part(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
@@ -614,6 +623,28 @@ def _summed_stats(chunks: list[_Chunk]) -> tuple[np.ndarray, np.ndarray]:
     summed = raw.groupby(["k", "code"], sort=True).agg(how)
     codes = summed.index.get_level_values("code").to_numpy(dtype=float)
     return summed.index.get_level_values("k").to_numpy(), np.column_stack([codes, summed])
+
+
+def _batches(items: list[_K], rows: Callable[[_K], int]) -> list[list[_K]]:
+    """Return chunks or windows in batches of whole intervals, ascending, in fold order within.
+
+    A batch ends once it holds ``_BATCH_ROWS`` rows (``rows`` of each item). Every item of an
+    interval or window (there are several when late requests reopened it after it was folded)
+    is in the same batch, so a batch sums and sorts on its own and the batches' rows, one
+    after the other, are in order.
+    """
+    by_k: dict[int, list[_K]] = {}
+    for item in items:
+        by_k.setdefault(item.k, []).append(item)
+    batches: list[list[_K]] = []
+    count = _BATCH_ROWS
+    for _, same in sorted(by_k.items()):
+        if count >= _BATCH_ROWS:
+            batches.append([])
+            count = 0
+        batches[-1].extend(same)
+        count += sum(rows(item) for item in same)
+    return batches
 
 
 def _ranks(names: list[str]) -> np.ndarray:
@@ -678,11 +709,12 @@ class Recorder:
     """Collects the records of one run: requests, sessions, payments, order transitions, faults.
 
     ``requests`` is ``"rows"`` (a :class:`Table` of one row per request) or ``"aggregate"``
-    (:class:`RequestAggregates` over intervals of ``interval`` seconds); either way actors
+    (:class:`RequestAggregates` over intervals of ``interval`` seconds, latency histograms
+    over windows of ``per_window`` intervals); either way actors
     call ``recorder.requests.append(...)`` with the fields of ``REQUEST_COLUMNS``.
     """
 
-    def __init__(self, requests: str = "rows", interval: float = 60.0) -> None:
+    def __init__(self, requests: str = "rows", interval: float = 60.0, per_window: int = 1) -> None:
         if requests not in REQUEST_MODES:
             raise ValueError(f"requests must be one of {REQUEST_MODES}, got {requests!r}")
         self.mode = requests
@@ -691,7 +723,7 @@ class Recorder:
         """The streaming aggregates (aggregate mode), else None."""
         self.requests: Table | RequestAggregates
         if requests == "aggregate":
-            self.aggregates = self.requests = RequestAggregates(interval)
+            self.aggregates = self.requests = RequestAggregates(interval, per_window)
             self.sessions: Table = SessionTable(
                 SESSION_COLUMNS, self.aggregates.end_session, SESSION_DTYPES
             )

@@ -216,7 +216,9 @@ def _furnish(
 ) -> World:
     """Build the world of :func:`build_world` around its opened store."""
     sc = scenario
-    recorder = Recorder(sc.metrics.requests, sc.metrics.interval)
+    recorder = Recorder(
+        sc.metrics.requests, sc.metrics.interval, sc.metrics.intervals_per_window(sc.horizon)
+    )
     fraud = sc.payments.fraud
     policies = ShopPolicies(
         hasher=SIMULATION_HASHER,

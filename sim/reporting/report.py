@@ -165,7 +165,10 @@ def _run_frames(result: RunResult) -> dict[str, pd.DataFrame]:
         stats, histogram = frames["request_stats"], frames["latency_histogram"]
         if frames["cache"].empty:
             frames["cache"] = cache_from_stats(stats)
-        frames["request_series"] = aggregate_request_series(stats, histogram, interval, horizon)
+        per_window = scenario.metrics.intervals_per_window(horizon)
+        frames["request_series"] = aggregate_request_series(
+            stats, histogram, interval, horizon, per_window
+        )
         frames["page_latency"] = page_latency_quantiles(histogram)
         page_sessions = frames["page_sessions"]
     else:

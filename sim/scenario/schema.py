@@ -874,11 +874,55 @@ class Slo(Model):
     payment_success: Probability = 0.9
 
 
+HISTOGRAM_WINDOWS = 120
+"""The most latency-histogram windows ``histogram_interval: auto`` gives a run (aggregate mode)."""
+
+
+def _histogram_interval(value: Any) -> Any:
+    """Accept ``"auto"`` (sized from the horizon) or a duration greater than zero."""
+    if value == "auto":
+        return value
+    seconds = parse_duration(value)
+    if not seconds > 0:
+        raise ValueError(f"must be greater than 0, got {show(value)}")
+    return seconds
+
+
 class Metrics(Model):
-    """What the recorder keeps: one row per request, or streaming aggregates per interval."""
+    """What the recorder keeps: one row per request, or streaming aggregates per interval.
+
+    In aggregate mode the latency histograms are kept per window of ``histogram_interval``, a
+    whole number of intervals. ``auto`` (the default) takes the fewest intervals per window
+    that leave at most :data:`HISTOGRAM_WINDOWS` windows in the horizon: one interval per
+    window for a short run, wider windows for a long one, so the histograms' memory does not
+    grow with the horizon. Counts and sums stay per interval either way.
+    """
 
     requests: Literal["rows", "aggregate"] = "rows"
     interval: PositiveSeconds = 60.0
+    histogram_interval: Annotated[float | Literal["auto"], BeforeValidator(_histogram_interval)] = (
+        "auto"
+    )
+
+    @model_validator(mode="after")
+    def _whole_intervals(self) -> Metrics:
+        """Require an explicit histogram interval to be a whole number of intervals."""
+        if self.histogram_interval != "auto":
+            ratio = self.histogram_interval / self.interval
+            if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-9 * ratio:
+                raise Invalid.at(
+                    ("histogram_interval",),
+                    f"must be a whole number of intervals ({format_seconds(self.interval)} "
+                    f"each), got {format_seconds(self.histogram_interval)}",
+                )
+        return self
+
+    def intervals_per_window(self, horizon: float) -> int:
+        """Return how many intervals one latency-histogram window spans over ``horizon``."""
+        if self.histogram_interval == "auto":
+            intervals = math.ceil(horizon / self.interval)
+            return max(1, math.ceil(intervals / HISTOGRAM_WINDOWS))
+        return round(self.histogram_interval / self.interval)
 
 
 # --- the scenario ---------------------------------------------------------------------------

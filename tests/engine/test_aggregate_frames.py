@@ -83,8 +83,10 @@ def streams(draw: st.DrawFn) -> tuple[float, list[tuple[Any, ...]]]:
     return interval, rows
 
 
-def _aggregates(interval: float, rows: list[tuple[Any, ...]]) -> RequestAggregates:
-    aggregates = RequestAggregates(interval)
+def _aggregates(
+    interval: float, rows: list[tuple[Any, ...]], per_window: int = 1
+) -> RequestAggregates:
+    aggregates = RequestAggregates(interval, per_window)
     for row in rows:
         aggregates.append(*row)
     for session in range(10):
@@ -185,6 +187,53 @@ def test_frames_do_not_depend_on_the_batch_size(stream, batch_rows):
         batched = _aggregates(interval, rows).frames()
     for name, frame in whole.items():
         pd.testing.assert_frame_equal(batched[name], frame, check_exact=True, obj=name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(streams(), st.sampled_from([2, 3, 7]), st.sampled_from([1, 2, 5, 1 << 13]))
+def test_histogram_windows_sum_the_histograms_of_their_intervals(stream, per_window, batch_rows):
+    interval, rows = stream
+    by_interval = _aggregates(interval, rows).frames()
+    with mock.patch.object(recorder, "_BATCH_ROWS", batch_rows):
+        windowed = _aggregates(interval, rows, per_window).frames()
+    for name in ("request_stats", "request_outcomes", "page_sessions"):  # per interval still
+        pd.testing.assert_frame_equal(windowed[name], by_interval[name], check_exact=True)
+    histogram = by_interval["latency_histogram"]
+    k = np.round(histogram["start"].to_numpy() / interval).astype(np.int64)
+    expected = (
+        histogram.assign(start=((k // per_window) * per_window) * interval)
+        .groupby(["start", "page", "bucket"], observed=True, sort=True)["count"]
+        .sum()
+        .reset_index()
+    )
+    actual = windowed["latency_histogram"]
+    assert list(actual.dtypes) == list(histogram.dtypes)
+    pd.testing.assert_frame_equal(_as_names(actual), _as_names(expected), check_exact=True)
+
+
+def test_a_window_keeps_one_merged_histogram_as_its_intervals_fold():
+    steady = RequestAggregates(1.0, per_window=4)
+    for i in range(48):  # 12 windows of 4 one-second intervals, a request every 0.25 s
+        for j in range(4):
+            steady.append(*_row(i + j / 4, "home", 0.0))
+    # 46 intervals folded (the latest two stay open): windows 0-10 whole, 11 half merged.
+    assert [window.k for window in steady._windows] == list(range(12))
+    assert len(steady._chunks) == 46
+    frames = steady.frames()
+    assert frames["latency_histogram"]["start"].tolist() == [4.0 * w for w in range(12)]
+    assert frames["latency_histogram"]["count"].tolist() == [16] * 12
+    assert frames["request_stats"]["requests"].tolist() == [4] * 48
+    # A late request for a window already merged is kept apart and summed at the end.
+    late = RequestAggregates(1.0, per_window=4)
+    for time in (0.5, 1.5, 5.5, 6.5, 9.5, 2.5, 12.5):  # 2.5 reopens interval 2 of window 0
+        late.append(*_row(time, "home", 0.0))
+    assert [window.k for window in late._windows] == [0, 1, 2, 0]  # 9 then 2 fold at 12.5
+    assert late.frames()["latency_histogram"]["count"].tolist() == [3, 2, 1, 1]
+
+
+def test_aggregates_refuse_a_window_of_no_intervals():
+    with pytest.raises(ValueError, match="per_window must be >= 1, got 0"):
+        RequestAggregates(60.0, per_window=0)
 
 
 def _row(time: float, page: str, app_wait: float) -> tuple[Any, ...]:
@@ -348,6 +397,28 @@ def test_page_quantiles_and_the_series_equal_groupbys_of_the_histogram(histogram
         np.testing.assert_array_equal(series[["p50", "p95", "p99"]].to_numpy(), expected)
 
 
+@settings(max_examples=100, deadline=None)
+@given(histograms(), st.sampled_from([2, 3]))
+def test_each_interval_of_the_series_has_the_percentiles_of_its_window(histogram, per_window):
+    # The histogram's rows are at window starts: multiples of per_window intervals.
+    window_rows = histogram.assign(
+        start=(histogram["start"] // (30.0 * per_window)) * (30.0 * per_window)
+    )
+    for horizon in (None, 250.0):
+        series = aggregate_request_series(_stats_for(NAMES), window_rows, 30.0, horizon, per_window)
+        by_window = _reference_series_quantiles(window_rows, 30.0, len(series))
+        first_of_window = (np.arange(len(series)) // per_window) * per_window
+        np.testing.assert_array_equal(
+            series[["p50", "p95", "p99"]].to_numpy(), by_window[first_of_window]
+        )
+        assert (
+            series["requests"].tolist()
+            == aggregate_request_series(_stats_for(NAMES), window_rows, 30.0, horizon)[
+                "requests"
+            ].tolist()
+        )  # counts stay per interval
+
+
 def _smoke(mode: str):
     data = load_scenario(SMOKE).to_data()
     data.update(warmup=60.0, metrics={"requests": mode, "interval": 30.0})
@@ -368,6 +439,27 @@ def test_the_kpis_of_an_aggregate_run_equal_the_plain_groupbys_of_its_frames():
     series = aggregate_request_series(frames["request_stats"], histogram, 30.0, 300.0)
     expected_series = _reference_series_quantiles(histogram, 30.0, len(series))
     np.testing.assert_array_equal(series[["p50", "p95", "p99"]].to_numpy(), expected_series)
+
+
+def test_a_run_with_wider_histogram_windows_pools_the_windows_after_the_warm_up():
+    # 150 intervals of 2 s: auto makes windows of 2 intervals (4 s). The warm-up of 61 s is
+    # cut at 62 s for counts and sums, and the percentiles pool the windows from 64 s on.
+    data = load_scenario(SMOKE).to_data()
+    data.update(warmup=61.0, metrics={"requests": "aggregate", "interval": 2.0})
+    result = run(parse_scenario(data, "<smoke, 4 s windows>"))
+    frames, kpis = result.frames, result.kpis
+    starts = np.unique(frames["latency_histogram"]["start"])
+    assert starts.tolist() == [4.0 * w for w in range(75)]
+    assert np.unique(frames["request_stats"]["start"]).tolist() == [2.0 * k for k in range(150)]
+    expected = _reference_kpis(frames, 62.0)
+    assert _same(kpis["latency"], expected["latency"])
+    assert _same(kpis["latency_by_page"], expected["latency_by_page"])
+    rows = run(parse_scenario({**data, "metrics": {"requests": "rows"}}, "<smoke, rows>"))
+    requests = rows.frames["requests"]
+    assert kpis["latency"]["count"] == int((requests["time"] >= 64.0).sum()) > 0
+    kept = frames["request_stats"][frames["request_stats"]["start"] >= 62.0]
+    assert kpis["throughput"] == int(kept["requests"].sum()) / (300.0 - 62.0)
+    assert int(kept["requests"].sum()) == int((requests["time"] >= 62.0).sum())
 
 
 # --- memory: close to the result's size, whatever the number of rows ----------------------------

@@ -661,6 +661,44 @@ def test_an_interval_that_would_make_too_many_intervals_is_refused():
     assert math.ceil(year.horizon / year.metrics.interval) == 527_040
 
 
+@pytest.mark.parametrize(
+    ("histogram_interval", "problem"),
+    [
+        ("90s", "must be a whole number of intervals (60 s each), got 90 s"),
+        ("30s", "must be a whole number of intervals (60 s each), got 30 s"),
+        (0, "must be greater than 0, got 0"),
+        ("soon", None),  # the duration parser's own message
+    ],
+)
+def test_a_histogram_interval_must_be_whole_intervals(histogram_interval, problem):
+    metrics = {"interval": "1m", "histogram_interval": histogram_interval}
+    problems = problems_of(set_in(smoke(), ["metrics"], metrics))
+    assert [key for key, _ in problems] == ["metrics.histogram_interval"]
+    if problem is not None:
+        assert problems[0][1] == problem
+
+
+@pytest.mark.parametrize(
+    ("horizon", "interval", "histogram_interval", "per_window"),
+    [
+        ("2h", "1m", "auto", 1),  # 120 intervals: one window each
+        ("7201s", "1m", "auto", 2),  # 121 intervals
+        ("16h", "1m", "auto", 8),  # 960 intervals in 120 windows
+        ("366d", "1m", "auto", 4392),
+        ("5m", "1s", "auto", 3),  # 300 intervals: 100 windows of 3
+        ("16h", "1m", "5m", 5),
+        ("2h", "1m", "1m", 1),
+    ],
+)
+def test_histogram_windows_span_whole_intervals(horizon, interval, histogram_interval, per_window):
+    data = set_in(smoke(), ["horizon"], horizon)
+    data["metrics"] = {"interval": interval, "histogram_interval": histogram_interval}
+    scenario = parse_scenario(data, SOURCE)
+    assert scenario.metrics.intervals_per_window(scenario.horizon) == per_window
+    windows = math.ceil(scenario.horizon / scenario.metrics.interval / per_window)
+    assert windows <= 120 or histogram_interval != "auto"
+
+
 def test_a_store_path_with_a_nul_character_is_refused():
     data = set_in(smoke(), ["storage"], {"kind": "sqlite", "path": "runs/a\0b.db"})
     assert problems_of(data) == [("storage.path", "a file name cannot hold a NUL character")]
