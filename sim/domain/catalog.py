@@ -753,6 +753,9 @@ class Recommender:
         self._pairs: dict[str, dict[str, int]] = {}
         self._sales: dict[str, int] = {}
         self._category: dict[str, str] = {}
+        # One string object per known SKU: an order read back from a store brings copies of
+        # its SKUs, and every pair, sale and ranking entry would otherwise keep its own copy.
+        self._skus: dict[str, str] = {}
         # Each category's sold SKUs as (-units, sku), ascending: best sellers first, ties by
         # SKU. Kept sorted as sales come in (a bisect and an insort per SKU of an order).
         self._ranked_in: dict[str, list[tuple[int, str]]] = {}
@@ -778,6 +781,7 @@ class Recommender:
         old = self._category.get(sku)
         if old == category_id:
             return
+        sku = self._skus.setdefault(sku, sku)
         self._category[sku] = category_id
         units = self._sales.get(sku)
         if units is not None:
@@ -794,6 +798,7 @@ class Recommender:
     def forget(self, sku: str) -> None:
         """Drop a SKU (a deleted product): its sales, its pairs and its category."""
         category = self._category.pop(sku, None)
+        self._skus.pop(sku, None)
         units = self._sales.pop(sku, None)
         if units is not None:
             self._top_all = None
@@ -809,7 +814,8 @@ class Recommender:
 
     def record_order(self, skus: Iterable[str]) -> None:
         """Count one order: a sale of each distinct SKU and a co-purchase of each pair."""
-        unique = sorted(set(skus))
+        known = self._skus
+        unique = sorted({known.get(sku, sku) for sku in skus})
         sales = self._sales
         for sku in unique:
             units = sales.get(sku, 0)

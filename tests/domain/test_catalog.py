@@ -633,6 +633,22 @@ def make_recommender() -> Recommender:
 CATEGORY_OF = {"A": "x", "B": "x", "C": "y", "D": "y", "E": "y", "F": "y", "G": None}.get
 
 
+def test_an_orders_copies_of_known_skus_are_not_kept():
+    # An order read back from a store brings new string objects for its SKUs: the
+    # recommender's pairs, sales and rankings keep the ones the catalog told it about.
+    rec = Recommender()
+    known = {sku: rec.set_category(sku, "c") or sku for sku in ("sku-1", "sku-2")}
+    copies = ["".join(("sku-", n)) for n in "21"]
+    assert [copy is known[copy] for copy in copies] == [False, False]
+    rec.record_order(copies)
+    rec.record_order(["".join(("sku-", "3"))])  # not known: kept as it comes
+    kept = [*rec._pairs, *rec._pairs["sku-1"], *rec._sales, *(s for _, s in rec._ranked_in["c"])]
+    assert all(sku is known[sku] for sku in kept if sku != "sku-3")
+    assert len(kept) == 9 and rec.co_purchases("sku-1", "sku-2") == 1
+    rec.forget("sku-1")
+    assert rec._skus == {"sku-2": "sku-2"}
+
+
 def test_sales_and_co_purchases_are_counted_per_order():
     rec = make_recommender()
     assert [rec.sales(s) for s in "ABCDEFG"] == [3, 3, 2, 1, 1, 0, 0]
