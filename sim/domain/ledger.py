@@ -90,28 +90,34 @@ def _signed(entry: LedgerEntry) -> int:
     return 0
 
 
-def _currency(entries: list[LedgerEntry]) -> str:
-    currencies = {entry.amount.currency for entry in entries}
+def _currency(currencies: set[str]) -> str:
+    """Return the one currency of a ledger's entries; raise if they mix currencies."""
     if len(currencies) > 1:
         raise LedgerViolation(f"ledger mixes currencies: {', '.join(sorted(currencies))}")
     return currencies.pop() if currencies else Money.zero().currency
 
 
+# balance, net_by_order and reconcile take the entries in one pass, keeping none of them: a
+# long run's ledger, read back from a store, is not held whole to be checked.
 def balance(entries: Iterable[LedgerEntry]) -> Money:
     """Return charges minus refunds over ``entries`` (voids move no money)."""
-    entries = list(entries)
-    currency = _currency(entries)
-    return Money(sum(_signed(entry) for entry in entries), currency)
+    currencies: set[str] = set()
+    total = 0
+    for entry in entries:
+        currencies.add(entry.amount.currency)
+        total += _signed(entry)
+    return Money(total, _currency(currencies))
 
 
 def net_by_order(entries: Iterable[LedgerEntry]) -> dict[str, Money]:
     """Return order id -> charges minus refunds, for every order with a charge or a refund."""
-    entries = list(entries)
-    currency = _currency(entries)
+    currencies: set[str] = set()
     net: dict[str, int] = {}
     for entry in entries:
+        currencies.add(entry.amount.currency)
         if entry.kind is not EntryKind.VOID:
             net[entry.order_id] = net.get(entry.order_id, 0) + _signed(entry)
+    currency = _currency(currencies)
     return {order_id: Money(minor, currency) for order_id, minor in net.items()}
 
 
@@ -191,10 +197,10 @@ def reconcile(entries: Iterable[LedgerEntry], orders: Iterable[OrderLike]) -> li
     ``amount_mismatch`` (charges minus refunds != ``net_paid``; not reported on top of
     ``paid_without_charge``). Mismatches are sorted by order id, then by rule.
     """
-    entries = list(entries)
-    currency = _currency(entries)
+    currencies: set[str] = set()
     tallies: dict[str, _Tally] = {}
     for entry in entries:
+        currencies.add(entry.amount.currency)
         if entry.kind is EntryKind.VOID:
             continue
         tally = tallies.get(entry.order_id)
@@ -207,6 +213,7 @@ def reconcile(entries: Iterable[LedgerEntry], orders: Iterable[OrderLike]) -> li
             tally.refunded += entry.amount.minor
             if tally.refunded > tally.charged and tally.overshoot_seq is None:
                 tally.overshoot_seq = entry.seq
+    currency = _currency(currencies)
     known = {order.id: order for order in orders}
     found: list[Mismatch] = []
     for order_id in sorted(tallies.keys() | known.keys()):

@@ -303,10 +303,12 @@ def audit_books(uow: UnitOfWork) -> Audit:
         payments[payment.id] = _PaymentFacts(payment.id, payment.order_id, payment.status)
         by_payments += payment.captured.minor - payment.refunded.minor
     orders = _OrderPass(uow, payments, checked)
-    entries = list(uow.ledger)
-    checked.update(orders=len(orders.facts), payments=len(payments), ledger_entries=len(entries))
+    checked.update(orders=len(orders.facts), payments=len(payments))
     _check_stock(uow, orders, found, checked)
-    _check_ledger(entries, orders.facts, payments, by_payments, found)
+    # The ledger is read in passes, not held whole (a store reads it back for each pass).
+    checked["ledger_entries"] = _check_ledger(
+        uow.ledger, orders.facts, payments, by_payments, found
+    )
     _check_coupons(uow, orders, found, checked)
     found.extend(orders.found)
     _check_payments(orders.facts, payments, found, checked)
@@ -367,15 +369,18 @@ def _check_stock(
 
 
 def _check_ledger(
-    entries: list[Any],
+    entries: Iterable[Any],
     orders: Mapping[str, _OrderFacts],
     payments: Mapping[str, _PaymentFacts],
     by_payments: int,
     found: list[Violation],
-) -> None:
+) -> int:
+    """Check the ledger (iterated three times) against orders and payments; return its size."""
     for mismatch in reconcile(entries, orders.values()):
         found.append(Violation(f"ledger {mismatch.rule}", (mismatch.order_id,), mismatch.detail))
+    count = 0
     for entry in entries:
+        count += 1
         payment = payments.get(entry.payment_id)
         if entry.order_id not in orders:
             found.append(
@@ -408,6 +413,7 @@ def _check_ledger(
                 f"ledger balance {net.minor} != captured - refunded by payments {by_payments}",
             )
         )
+    return count
 
 
 def _check_coupons(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import dataclass
 
 import pytest
@@ -339,3 +340,25 @@ def test_refund_exceeds_charge_is_reported_exactly_when_refunds_overshoot(ops, p
     assert not any(x.rule == CHARGE_WITHOUT_ORDER for x in found)
     for x in found:
         assert x.rule in RULES
+
+
+def test_balance_and_reconcile_take_the_entries_in_one_pass_keeping_none():
+    # A long run's ledger is read back from its store entry by entry: 20,000 entries of 4
+    # orders, each made as it is taken. Held whole they would take several megabytes; taken
+    # one at a time, the check holds little more than its tallies.
+    def entries():
+        for seq in range(1, 20_001):
+            order = f"o-{seq % 4}"
+            kind = EntryKind.CHARGE if seq <= 4 else EntryKind.VOID
+            yield LedgerEntry(seq, kind, "".join((order, "")), f"pay-{seq}", m(100 + seq), 1.0)
+
+    orders = [FakeOrder(f"o-{i}", m(100 + (i or 4)), True, m(0)) for i in range(4)]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        assert balance(entries()) == m(4 * 100 + 1 + 2 + 3 + 4)
+        assert reconcile(entries(), orders) == []
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 200_000, peak  # a list of the entries alone: 20,000 x 8 bytes = 160 kB
