@@ -53,6 +53,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
 from sim.domain import inventory
 from sim.domain.errors import DomainError
 from sim.domain.ledger import balance, reconcile
@@ -63,8 +66,6 @@ from sim.engine.shoppers import CLOSED_SID_BASE
 from sim.services.store import UnitOfWork
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from sim.engine.world import World
 
 __all__ = [
@@ -552,41 +553,59 @@ def _check_sessions(
     found: list[Violation],
     checked: Counter[str],
 ) -> None:
+    # Over numpy arrays of session ids, not Python sets and counters of them: a long run has
+    # tens of thousands of sessions, and the audit is the last step of its end.
     sids = _column(frames, world, "sessions", "session")
     reasons = _column(frames, world, "sessions", "end_reason")
-    recorded = [int(s) for s in sids] if sids is not None else []
-    ends = [str(r) for r in reasons] if reasons is not None else ["exit"] * len(recorded)
-    counts = Counter(recorded)
-    counts.update(int(s) for s in world.open_sessions)
-    for sid, n in sorted(counts.items()):
-        if n > 1:
-            found.append(Violation("session twice", (f"session-{sid}",), f"recorded {n} times"))
-    for sid, reason in zip(recorded, ends, strict=True):
-        if reason not in SESSION_END_REASONS:
-            found.append(Violation("session state", (f"session-{sid}",), f"ended by {reason!r}"))
-        elif reason == "in_flight":
-            checked["sessions_in_flight"] += 1
-        else:
-            checked["sessions_final"] += 1
-    checked["sessions_in_flight"] += len(world.open_sessions)
-    checked["sessions"] = len(counts)
-    families: dict[int, list[int]] = {}
-    for sid in counts:
-        families.setdefault(sid // CLOSED_SID_BASE, []).append(sid % CLOSED_SID_BASE)
-    for family, numbers in sorted(families.items()):
-        missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-        for n in missing[:20]:
+    recorded = np.asarray(sids if sids is not None else (), dtype=np.int64)
+    still_open = np.fromiter(world.open_sessions, dtype=np.int64, count=len(world.open_sessions))
+    ids, times = np.unique(np.concatenate([recorded, still_open]), return_counts=True)
+    twice = times > 1
+    for sid, n in zip(ids[twice].tolist(), times[twice].tolist(), strict=True):
+        found.append(Violation("session twice", (f"session-{sid}",), f"recorded {n} times"))
+    ends = pd.Series(
+        reasons.to_numpy(dtype=object)
+        if reasons is not None
+        else np.full(recorded.size, "exit", dtype=object)
+    )
+    known = ends.isin(SESSION_END_REASONS).to_numpy()
+    for i in np.flatnonzero(~known).tolist():
+        found.append(
+            Violation(
+                "session state", (f"session-{recorded[i]}",), f"ended by {str(ends.iat[i])!r}"
+            )
+        )
+    in_flight = int(np.count_nonzero(ends.to_numpy()[known] == "in_flight"))
+    checked["sessions_in_flight"] += in_flight + len(world.open_sessions)
+    checked["sessions_final"] += int(np.count_nonzero(known)) - in_flight
+    checked["sessions"] = int(ids.size)
+    family_of, number_of = np.divmod(ids, CLOSED_SID_BASE)
+    for family in np.unique(family_of).tolist():
+        numbers = number_of[(family_of == family) & (number_of > 0)]  # ascending, as the ids
+        for n in _first_gaps(numbers, 20):
             sid = family * CLOSED_SID_BASE + n
             found.append(
                 Violation("session lost", (f"session-{sid}",), "started but never recorded")
             )
     requested = _column(frames, world, "requests", "session")
     if requested is not None and len(requested):
-        lost = sorted({int(s) for s in requested.unique()} - counts.keys())
-        for sid in lost[:20]:
+        lost = np.setdiff1d(np.asarray(requested.unique(), dtype=np.int64), ids)
+        for sid in lost[:20].tolist():
             found.append(
                 Violation("session lost", (f"session-{sid}",), "made requests, never recorded")
             )
+
+
+def _first_gaps(numbers: np.ndarray, limit: int) -> list[int]:
+    """Return the first ``limit`` numbers from 1 to the largest that ascending ``numbers`` lack."""
+    missing: list[int] = []
+    if numbers.size and numbers.size < numbers[-1]:
+        previous = np.concatenate(([0], numbers[:-1]))
+        for gap in np.flatnonzero(numbers - previous > 1).tolist():
+            missing.extend(range(int(previous[gap]) + 1, int(numbers[gap]))[: limit - len(missing)])
+            if len(missing) >= limit:
+                break
+    return missing
 
 
 def _count_gateway_records(world: World, checked: Counter[str]) -> None:

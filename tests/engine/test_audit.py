@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import tracemalloc
+from collections import Counter
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import simpy
@@ -15,7 +19,7 @@ from sim.domain.ledger import make_entry
 from sim.domain.money import Money
 from sim.domain.orders import OrderStatus
 from sim.domain.payments import Payment, PaymentStatus
-from sim.engine.audit import Audit, Violation, audit, audit_books
+from sim.engine.audit import Audit, Violation, _check_sessions, audit, audit_books
 from sim.engine.faults import start_faults
 from sim.engine.rng import Streams
 from sim.engine.shoppers import CLOSED_SID_BASE, arrivals, closed_shopper
@@ -455,3 +459,26 @@ def test_requests_kept_as_aggregates_are_not_needed_for_the_session_rules():
     )
     assert result.audit == Audit(()), result.audit.violations
     assert result.audit.checked["sessions"] > 50
+
+
+def test_the_session_rules_hold_arrays_not_sets_of_a_long_runs_sessions():
+    # 200,000 sessions, one recorded twice and one lost: the rules find both, with a peak
+    # of a few arrays of the ids (Python lists, sets and counters of them took 56 MB).
+    ids = np.concatenate([np.arange(1, 100_001), np.arange(100_002, 200_002), [7]])
+    sessions = pd.DataFrame({"session": ids, "end_reason": "exit"})
+    world = SimpleNamespace(open_sessions={}, recorder=SimpleNamespace())
+    found: list[Violation] = []
+    checked: Counter[str] = Counter()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        _check_sessions(world, {"sessions": sessions}, found, checked)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert [str(v) for v in found] == [
+        "session twice: session-7 recorded 2 times",
+        "session lost: session-100001 started but never recorded",
+    ]
+    assert checked == {"sessions": 200_000, "sessions_final": 200_001, "sessions_in_flight": 0}
+    assert peak < 16 * 2**20, peak  # 13.4 MB: the unique ids, their counts, the end reasons
