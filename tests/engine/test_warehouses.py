@@ -63,7 +63,8 @@ def test_order_ships_and_arrives_after_the_constant_delays():
         (PICK + SHIP, "processing", "shipped"),
         (PICK + SHIP + DELIVERY, "shipped", "delivered"),
     ]
-    assert box["done"] == PICK + SHIP + DELIVERY
+    assert box["done"] == PICK  # the process picks; the parcel's steps are scheduled after
+    assert world.env.now == PICK + SHIP + DELIVERY  # the last of them
     assert world.uow.orders.find_readonly(order_id).status.value == "delivered"
     assert world.recorder.counters == {}
     stats = world.warehouses[0].stats()
@@ -196,18 +197,27 @@ def test_orders_already_queued_wait_out_the_outage_and_picks_under_way_finish():
     assert world.warehouses[0].capacity == 1
 
 
-def test_an_order_in_fulfilment_holds_no_random_generator():
-    # Orders wait days to be delivered; each must not keep its session's generator alive.
+def test_a_picked_order_waits_as_a_parcel_without_a_process_or_its_generator():
+    # Orders wait hours to ship and days to arrive: a waiting order keeps neither a process
+    # nor its session's generator alive, only a parcel on the timeout of its next step.
     world = world_of(tiny())
     env = world.env
     order_id, user_id = paid_order(world)
     rng = np.random.default_rng(0)
     process = env.process(warehouses.fulfil(world, order_id, user_id, rng))
     env.run(until=PICK + SHIP / 2)  # picked, waiting to ship
-    assert process.is_alive
-    frame = process._generator.gi_frame
-    assert not any(isinstance(v, np.random.Generator) for v in frame.f_locals.values())
+    assert not process.is_alive
     assert sys.getrefcount(rng) == 2  # this test's name and getrefcount's argument only
+    [(due, step)] = [
+        (time, step)
+        for time, _, _, event in env._queue
+        for step in event.callbacks
+        if isinstance(getattr(step, "__self__", None), warehouses.Parcel)
+    ]
+    parcel = step.__self__
+    assert (due, step.__func__) == (PICK + SHIP, warehouses.Parcel.ship)
+    assert (parcel.order_id, parcel.user_id, parcel.return_delay) == (order_id, user_id, None)
+    assert not hasattr(parcel, "__dict__")  # slots: a few dozen bytes a parcel
 
 
 def test_an_order_leaves_the_run_where_its_next_step_falls_past_the_horizon():
@@ -220,7 +230,7 @@ def test_an_order_leaves_the_run_where_its_next_step_falls_past_the_horizon():
         (0.0, "pending", "processing"),
         (PICK + SHIP, "processing", "shipped"),
     ]
-    assert box["done"] == PICK + SHIP  # its process ended there: nothing waits for day 2
+    assert box["done"] == PICK
     assert _events(world, late["order"]) == [(450.0, "pending", "processing")]
     assert late["done"] == 450.0 + PICK
     assert world.env.now == 450.0 + PICK  # nothing was left scheduled past the horizon
