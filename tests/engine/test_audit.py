@@ -19,7 +19,14 @@ from sim.domain.ledger import make_entry
 from sim.domain.money import Money
 from sim.domain.orders import OrderStatus
 from sim.domain.payments import Payment, PaymentStatus
-from sim.engine.audit import Audit, Violation, _check_sessions, audit, audit_books
+from sim.engine.audit import (
+    Audit,
+    Violation,
+    _check_sessions,
+    _OrderPass,
+    audit,
+    audit_books,
+)
 from sim.engine.faults import start_faults
 from sim.engine.rng import Streams
 from sim.engine.shoppers import CLOSED_SID_BASE, arrivals, closed_shopper
@@ -482,3 +489,17 @@ def test_the_session_rules_hold_arrays_not_sets_of_a_long_runs_sessions():
     ]
     assert checked == {"sessions": 200_000, "sessions_final": 200_001, "sessions_in_flight": 0}
     assert peak < 16 * 2**20, peak  # 13.4 MB: the unique ids, their counts, the end reasons
+
+
+def test_order_facts_keep_minor_units_and_give_back_the_orders_money():
+    world = world_of(tiny())
+    order_id, _ = paid_order(world)
+    order = world.uow.orders.find_readonly(order_id)
+    facts = _OrderPass(world.uow, {}, Counter()).facts[order_id]
+    assert (facts.total, facts.net_paid, facts.refunded) == (
+        order.total,
+        order.net_paid,
+        order.refunded,
+    )
+    held = [getattr(facts, name) for name in type(facts).__slots__]
+    assert not any(isinstance(value, Money) for value in held)  # 3 x 64 bytes less an order
