@@ -398,7 +398,10 @@ def _check_ledger(
     by_payments: int,
     found: list[Violation],
 ) -> int:
-    """Check the ledger (iterated three times) against orders and payments; return its size."""
+    """Check the ledger against orders and payments; return its size.
+
+    ``entries`` is read three times over (a store's ledger, not a one-shot iterator).
+    """
     for mismatch in reconcile(entries, orders.values()):
         found.append(Violation(f"ledger {mismatch.rule}", (mismatch.order_id,), mismatch.detail))
     count = 0

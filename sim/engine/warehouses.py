@@ -77,7 +77,7 @@ class Parcel:
         self.user_id = user_id
         self.delivery_delay = delivery_delay
         self.return_delay = return_delay
-        """Days until the customer sends it back after delivery; None: it is kept."""
+        """Seconds from delivery until the customer sends it back; None: it is kept."""
         self.partial = partial
         """Whether a return of more than one unit sends back a single unit."""
 
