@@ -414,6 +414,8 @@ def _build_summary(
         "warmup": first.warmup,
         "warmups": [r.warmup for r in results],
         "interval": scenario.metrics.interval,
+        "histogram_interval": scenario.metrics.interval
+        * scenario.metrics.intervals_per_window(scenario.horizon),
         "runtime": {
             "total_seconds": sum(r.runtime for r in results),
             "per_replication": [r.runtime for r in results],
@@ -722,8 +724,10 @@ def _twin_table(twin: pd.DataFrame) -> str:
 def _warmup_words(summary: Mapping[str, Any]) -> str:
     """Return the warm-up as applied, in words.
 
-    Per replication when the cuts differ (``warmup: auto``), and where per-interval figures
-    start (the first interval start at or after the cut) when that is later than the cut.
+    Per replication when the cuts differ (``warmup: auto``), where per-interval figures
+    start (the first interval start at or after the cut) when that is later than the cut, and
+    in aggregate mode where the percentiles start (the first histogram window at or after
+    that) when that is later still.
     """
     cuts = [float(w) for w in summary.get("warmups") or [summary["warmup"]]]
     low, high = min(cuts), max(cuts)
@@ -738,6 +742,15 @@ def _warmup_words(summary: Mapping[str, Any]) -> str:
         first, last = format_duration(min(starts)), format_duration(max(starts))
         at = first if first == last else f"{first} to {last}"
         words += f"; {which}station utilisation from the first interval after it, {at}"
+    window = float(summary.get("histogram_interval") or interval)
+    metrics = (summary.get("scenario") or {}).get("metrics") or {}
+    if metrics.get("requests") == "aggregate" and interval > 0 and window > interval:
+        per = round(window / interval)
+        windows = {math.ceil(round(s / interval) / per) * per * interval for s in starts}
+        if windows != starts:
+            first, last = format_duration(min(windows)), format_duration(max(windows))
+            at = first if first == last else f"{first} to {last}"
+            words += f"; percentiles from the first histogram window after it, {at}"
     return words
 
 

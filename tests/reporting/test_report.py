@@ -645,6 +645,16 @@ def test_the_warm_up_is_stated_as_applied():
         "30 s; request figures and station utilisation from the first interval after it, 60 s"
     )
     assert report._warmup_words({"warmup": 60.0, "warmups": [60.0], "interval": 60.0}) == "60 s"
+    windows = {**aggregate, "warmup": 61.0, "interval": 2.0, "histogram_interval": 4.0}
+    assert report._warmup_words(windows) == (
+        "61 s; request figures and station utilisation from the first interval after it, 62 s; "
+        "percentiles from the first histogram window after it, 64 s"
+    )
+    aligned = {**windows, "warmup": 64.0}  # a window start already: nothing to add
+    assert report._warmup_words(aligned) == "64 s"
+    assert report._warmup_words({**windows, "scenario": rows["scenario"]}) == (
+        "61 s; station utilisation from the first interval after it, 62 s"  # rows: no windows
+    )
     auto = {**rows, "warmup": 57.7, "warmups": [57.7, 145.7, 146.6], "interval": 10.0}
     assert report._warmup_words(auto) == (
         "57.7 s to 2.44 min (per replication); station utilisation from the first interval "
