@@ -735,16 +735,16 @@ def _warmup_words(summary: Mapping[str, Any]) -> str:
     if high > low:
         words = f"{format_duration(low)} to {format_duration(high)} (per replication)"
     interval = float(summary.get("interval") or 0.0)
+    metrics = (summary.get("scenario") or {}).get("metrics") or {}
+    aggregate = metrics.get("requests") == "aggregate"
     starts = {interval_cut(c, interval) for c in cuts} if interval > 0 else set(cuts)
     if starts != set(cuts):
-        metrics = (summary.get("scenario") or {}).get("metrics") or {}
-        which = "request figures and " if metrics.get("requests") == "aggregate" else ""
+        which = "request figures and " if aggregate else ""
         first, last = format_duration(min(starts)), format_duration(max(starts))
         at = first if first == last else f"{first} to {last}"
         words += f"; {which}station utilisation from the first interval after it, {at}"
     window = float(summary.get("histogram_interval") or interval)
-    metrics = (summary.get("scenario") or {}).get("metrics") or {}
-    if metrics.get("requests") == "aggregate" and interval > 0 and window > interval:
+    if aggregate and interval > 0 and window > interval:
         per = round(window / interval)
         windows = {math.ceil(round(s / interval) / per) * per * interval for s in starts}
         if windows != starts:
