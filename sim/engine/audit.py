@@ -51,6 +51,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -233,11 +234,12 @@ class _OrderPass:
         captured = Counter(p.order_id for p in payments.values() if p.status in _CAPTURED)
         currencies: dict[str, str] = {}  # one string per currency, not one per order read
         for order in uow.orders.values():
-            self.facts[order.id] = _OrderFacts(
-                order.id,
+            oid = intern(order.id)  # (ids interned: the run's own copy, not the one read back)
+            self.facts[oid] = _OrderFacts(
+                oid,
                 order.status,
                 order.is_paid,
-                order.payment_id,
+                None if order.payment_id is None else intern(order.payment_id),
                 currencies.setdefault(order.total.currency, order.total.currency),
                 order.total.minor,
                 order.net_paid.minor,
@@ -323,7 +325,8 @@ def audit_books(uow: UnitOfWork) -> Audit:
     payments: dict[str, _PaymentFacts] = {}
     by_payments = 0  # captured minus refunded, over the payments
     for payment in uow.payments.values():
-        payments[payment.id] = _PaymentFacts(payment.id, payment.order_id, payment.status)
+        pid = intern(payment.id)
+        payments[pid] = _PaymentFacts(pid, intern(payment.order_id), payment.status)
         by_payments += payment.captured.minor - payment.refunded.minor
     orders = _OrderPass(uow, payments, checked)
     checked.update(orders=len(orders.facts), payments=len(payments))

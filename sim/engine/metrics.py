@@ -409,7 +409,7 @@ def compute_kpis(
         "orders_paid": paid_orders,
         "checkouts": checkouts,
         "payment_success": float(paid_orders / checkouts) if checkouts else float("nan"),
-        "revenue_cents": int(balance(list(world.uow.ledger)).minor),
+        "revenue_cents": int(balance(world.uow.ledger).minor),  # one pass, nothing kept
         "payment_outcomes": final["outcome"].value_counts().to_dict() if not final.empty else {},
         "carts_abandoned": abandoned,
         "carts_recovered": recovered,

@@ -25,6 +25,7 @@ Requests come in one of two modes (``metrics.requests`` of the scenario):
 from __future__ import annotations
 
 import operator
+import sys
 from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -740,8 +741,12 @@ class Recorder:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def on_order_status(self, event: OrderStatusChanged) -> None:
-        """Record an order transition (subscribed to the bus)."""
-        self.order_events.append(event.at, event.order_id, event.old, event.new)
+        """Record an order transition (subscribed to the bus).
+
+        The order id is interned (:func:`sim.services.store.format_id`): an order read back
+        from a file store brings its own copy, and each transition would otherwise keep one.
+        """
+        self.order_events.append(event.at, sys.intern(event.order_id), event.old, event.new)
 
     def frames(self, *, release: bool = False) -> dict[str, pd.DataFrame]:
         """Return every table as a DataFrame (aggregate mode adds its frames and ``cache``).

@@ -65,7 +65,7 @@ except ImportError:  # pragma: no cover - no advisory file locks (Windows): runs
 from sim.domain.errors import AlreadyExists, NotFound, OutOfStock
 from sim.domain.money import Money
 from sim.services.bus import MessageBus
-from sim.services.store import AppendLog, Repository, UnitOfWork
+from sim.services.store import AppendLog, Repository, UnitOfWork, format_id
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -806,7 +806,7 @@ class SqliteUnitOfWork(UnitOfWork):
         n = int(row[0])
         if self._active:
             self._drawn[prefix] = n
-        return f"{prefix}-{n:06d}"
+        return format_id(prefix, n)
 
 
 # --- stores for a scenario ------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import sys
 import tracemalloc
 from collections import Counter
 from types import SimpleNamespace
@@ -503,3 +504,19 @@ def test_order_facts_keep_minor_units_and_give_back_the_orders_money():
     )
     held = [getattr(facts, name) for name in type(facts).__slots__]
     assert not any(isinstance(value, Money) for value in held)  # 3 x 64 bytes less an order
+
+
+def test_the_books_keep_the_interned_ids_not_the_copies_read_back(tmp_path):
+    """A file store gives each order and payment read back its own copies of its ids; the
+    audit's facts keep the one string per id the run holds, not a copy per fact."""
+    world = world_of(tiny({"storage": {"kind": "sqlite", "path": str(tmp_path / "shop.db")}}))
+    try:
+        order_id, _ = paid_order(world)
+        payment = next(iter(world.uow.payments.values()))
+        payment_id = sys.intern(payment.id)  # from now on the one string of this id
+        orders = _OrderPass(world.uow, {}, Counter())
+        assert orders.facts[order_id].id is order_id
+        assert orders.facts[order_id].payment_id is payment_id
+        assert all(key is facts.id for key, facts in orders.facts.items())
+    finally:
+        world.uow.close()

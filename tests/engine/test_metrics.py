@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import tracemalloc
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
 
+from sim.domain.ledger import LedgerEntry
 from sim.engine.metrics import (
     CHECKOUT_PAGE,
     cache_series,
@@ -209,3 +213,35 @@ def test_conversion_counts_the_sessions_after_the_warmup_only():
     frames = _frames(world, _requests(REQUESTS), SESSIONS)
     kpis = compute_kpis(frames, world, warmup=10.0, horizon=50.0)
     assert kpis["conversion"] == 0.0  # session 2, the only one after the warm-up, bought nothing
+
+
+class _LedgerReadBack:
+    """A ledger whose every pass makes fresh entries, as a file store reads them back."""
+
+    def __init__(self, entries: int, charge: LedgerEntry) -> None:
+        self.entries, self.charge = entries, charge
+
+    def __iter__(self) -> Iterator[LedgerEntry]:
+        for seq in range(1, self.entries + 1):
+            yield dataclasses.replace(self.charge, seq=seq)
+
+    def __len__(self) -> int:
+        return self.entries
+
+
+def test_revenue_reads_the_ledger_in_one_pass_keeping_no_entry(monkeypatch):
+    """A long run's ledger is not held whole to sum it (20,000 entries: about 2 MB)."""
+    world = world_of(tiny())
+    paid_order(world)
+    frames = _frames(world, _requests(REQUESTS), SESSIONS, PAYMENTS)
+    (charge,) = list(world.uow.ledger)
+    monkeypatch.setattr(world.uow, "ledger", _LedgerReadBack(20_000, charge))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        kpis = compute_kpis(frames, world, warmup=10.0, horizon=50.0)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert kpis["revenue_cents"] == 20_000 * charge.amount.minor
+    assert peak < 1_000_000, peak

@@ -452,6 +452,24 @@ def test_sessions_still_walking_at_the_horizon_are_reported_in_flight():
     assert sessions["session"].is_unique
 
 
+def test_a_file_store_run_keeps_one_string_per_order_id_across_its_frames(tmp_path):
+    """Orders read back from a file store bring their own copies of their ids; the recorder's
+    rows and the frames keep the one interned string instead (a long run holds each once)."""
+    data = smoke_data()
+    data["storage"] = {"kind": "sqlite", "path": str(tmp_path / "shop.db")}
+    frames = run(parse_scenario(data)).frames
+    ids = [
+        value
+        for name in ("orders", "ledger", "payments", "order_events")
+        for value in frames[name]["order_id"]
+    ]
+    distinct = set(ids)
+    assert len(ids) >= 3 * len(distinct) > 0  # each order is named in several frames
+    assert len({id(value) for value in ids}) == len(distinct)
+    users = list(frames["orders"]["user"])
+    assert len({id(value) for value in users}) == len(set(users))
+
+
 def test_a_world_that_fails_to_build_closes_its_store(tmp_path, monkeypatch):
     """The store opens first; an error (or Ctrl-C) later in the build must not leave it open."""
     from sim.engine import world as world_module

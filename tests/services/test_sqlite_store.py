@@ -182,6 +182,15 @@ def test_an_ecommerce_store_keeps_its_data_across_connections(db_file):
         assert audit_books(again).ok
 
 
+def test_an_id_read_back_interns_to_the_one_drawn(db_file):
+    """The recorder and the frames intern ids: copies read back share the drawn string."""
+    with contextlib.closing(open_shop(db_file)) as uow:
+        order_id = buy(uow, ANN, {MUG: 2})
+        read_back = uow.orders.get(order_id).id
+        assert read_back == order_id and read_back is not order_id
+        assert sys.intern(read_back) is order_id
+
+
 # --- foreign keys and checks ------------------------------------------------------------
 def test_foreign_keys_refuse_a_ledger_entry_for_an_unknown_order(shop):
     before = counts(shop)
