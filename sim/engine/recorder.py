@@ -743,8 +743,8 @@ class Recorder:
     def on_order_status(self, event: OrderStatusChanged) -> None:
         """Record an order transition (subscribed to the bus).
 
-        The order id is interned (:func:`sim.services.store.format_id`): an order read back
-        from a file store brings its own copy, and each transition would otherwise keep one.
+        The order id is interned: an order read back from a file store brings its own copy,
+        and each transition would otherwise keep one.
         """
         self.order_events.append(event.at, sys.intern(event.order_id), event.old, event.new)
 

@@ -51,6 +51,7 @@ import os
 import pickle
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
@@ -806,7 +807,11 @@ class SqliteUnitOfWork(UnitOfWork):
         n = int(row[0])
         if self._active:
             self._drawn[prefix] = n
-        return format_id(prefix, n)
+        # Interned: an aggregate read back brings its own copy of its id, and the recorder's
+        # rows, the frames and the audit intern what they keep, so that a long run holds the
+        # string drawn here once, not a copy per row. (The memory store hands back the drawn
+        # string itself, so it interns nothing: its interned-string table would only grow.)
+        return sys.intern(format_id(prefix, n))
 
 
 # --- stores for a scenario ------------------------------------------------------------------

@@ -15,7 +15,6 @@ the transaction; ``values()`` and ``find_readonly`` are for reading.
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from types import TracebackType
@@ -31,13 +30,8 @@ _RANK = attrgetter("_rank")
 
 
 def format_id(prefix: str, n: int) -> str:
-    """Return id number ``n`` of a kind (``order-000001``), as the one shared string of it.
-
-    Ids are interned: an aggregate read back from a file store brings its own copy of its id,
-    and the recorder's rows and the run's frames keep the interned one instead, so a long
-    run holds each id once rather than once per row that names it.
-    """
-    return sys.intern(f"{prefix}-{n:06d}")
+    """Return id number ``n`` of a kind: ``order-000001``."""
+    return f"{prefix}-{n:06d}"
 
 
 def _snapshot(item: T) -> T:
