@@ -51,7 +51,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from sys import intern
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -233,8 +232,9 @@ class _OrderPass:
         open_payment = {p.order_id for p in payments.values() if p.status in _OPEN_PAYMENT}
         captured = Counter(p.order_id for p in payments.values() if p.status in _CAPTURED)
         currencies: dict[str, str] = {}  # one string per currency, not one per order read
+        intern = uow.shared_id
         for order in uow.orders.values():
-            oid = intern(order.id)  # (ids interned: the run's own copy, not the one read back)
+            oid = intern(order.id)  # the store's shared id, not the copy read back
             self.facts[oid] = _OrderFacts(
                 oid,
                 order.status,
@@ -324,6 +324,7 @@ def audit_books(uow: UnitOfWork) -> Audit:
     checked: Counter[str] = Counter(dict.fromkeys(_BOOK_COUNTS, 0))
     payments: dict[str, _PaymentFacts] = {}
     by_payments = 0  # captured minus refunded, over the payments
+    intern = uow.shared_id
     for payment in uow.payments.values():
         pid = intern(payment.id)
         payments[pid] = _PaymentFacts(pid, intern(payment.order_id), payment.status)

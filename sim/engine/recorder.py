@@ -25,7 +25,6 @@ Requests come in one of two modes (``metrics.requests`` of the scenario):
 from __future__ import annotations
 
 import operator
-import sys
 from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -715,7 +714,15 @@ class Recorder:
     call ``recorder.requests.append(...)`` with the fields of ``REQUEST_COLUMNS``.
     """
 
-    def __init__(self, requests: str = "rows", interval: float = 60.0, per_window: int = 1) -> None:
+    def __init__(
+        self,
+        requests: str = "rows",
+        interval: float = 60.0,
+        per_window: int = 1,
+        shared_id: Callable[[str], str] | None = None,
+    ) -> None:
+        self._shared_id = shared_id or str
+        """The store's :meth:`~sim.services.store.UnitOfWork.shared_id` for the ids it keeps."""
         if requests not in REQUEST_MODES:
             raise ValueError(f"requests must be one of {REQUEST_MODES}, got {requests!r}")
         self.mode = requests
@@ -743,10 +750,10 @@ class Recorder:
     def on_order_status(self, event: OrderStatusChanged) -> None:
         """Record an order transition (subscribed to the bus).
 
-        The order id is interned: an order read back from a file store brings its own copy,
-        and each transition would otherwise keep one.
+        The order id is the store's shared one: an order read back from a file store brings
+        its own copy, and each transition would otherwise keep one.
         """
-        self.order_events.append(event.at, sys.intern(event.order_id), event.old, event.new)
+        self.order_events.append(event.at, self._shared_id(event.order_id), event.old, event.new)
 
     def frames(self, *, release: bool = False) -> dict[str, pd.DataFrame]:
         """Return every table as a DataFrame (aggregate mode adds its frames and ``cache``).

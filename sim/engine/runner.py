@@ -7,7 +7,6 @@ global: each run has a fresh Environment, so a run is a pure function of its inp
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -150,9 +149,9 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
     )
     frames.setdefault("cache", cache_series(frames["requests"], world.scenario.metrics.interval))
     # Column by column in one pass over the store (no dict per row): on a file store each
-    # order is loaded as the pass reaches it and dropped after. Its ids are interned, so the
-    # frames share one string per id with the recorder's rows, not a copy per order read.
-    intern = sys.intern
+    # order is loaded as the pass reaches it and dropped after. Its ids are the store's shared
+    # ones, so the frames hold one string per id with the recorder's rows, not a copy per read.
+    intern = world.uow.shared_id
     frames["orders"] = _frame(
         ORDER_COLUMNS,
         ORDER_DTYPES,

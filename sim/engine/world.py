@@ -217,7 +217,10 @@ def _furnish(
     """Build the world of :func:`build_world` around its opened store."""
     sc = scenario
     recorder = Recorder(
-        sc.metrics.requests, sc.metrics.interval, sc.metrics.intervals_per_window(sc.horizon)
+        sc.metrics.requests,
+        sc.metrics.interval,
+        sc.metrics.intervals_per_window(sc.horizon),
+        shared_id=uow.shared_id,
     )
     fraud = sc.payments.fraud
     policies = ShopPolicies(

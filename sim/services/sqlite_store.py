@@ -807,11 +807,15 @@ class SqliteUnitOfWork(UnitOfWork):
         n = int(row[0])
         if self._active:
             self._drawn[prefix] = n
-        # Interned: an aggregate read back brings its own copy of its id, and the recorder's
-        # rows, the frames and the audit intern what they keep, so that a long run holds the
-        # string drawn here once, not a copy per row. (The memory store hands back the drawn
-        # string itself, so it interns nothing: its interned-string table would only grow.)
-        return sys.intern(format_id(prefix, n))
+        return self.shared_id(format_id(prefix, n))
+
+    def shared_id(self, value: str) -> str:
+        """Return the one interned string of an id: each aggregate read back has its own copy.
+
+        The ids drawn here are interned too, so what a run keeps (the recorder's rows, the
+        frames, the audit's facts) holds each id once, not a copy per row that names it.
+        """
+        return sys.intern(value)
 
 
 # --- stores for a scenario ------------------------------------------------------------------

@@ -297,6 +297,15 @@ class UnitOfWork:
         self._sequences[prefix] = n
         return format_id(prefix, n)
 
+    def shared_id(self, value: str) -> str:
+        """Return the string to keep for an id read from this store (here: ``value`` itself).
+
+        What a run keeps beside the store (the recorder's rows, the frames, the audit's facts)
+        passes the ids it read through this. The memory store hands back the strings it
+        holds, so there is nothing to share; a store that reads copies back interns them.
+        """
+        return value
+
     @property
     def active(self) -> bool:
         """Return True while a transaction is open."""

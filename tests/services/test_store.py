@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -129,6 +130,21 @@ def test_ids_are_deterministic_sequences():
     assert uow.next_id("order") == "order-000001"
     assert uow.next_id("order") == "order-000002"
     assert uow.next_id("user") == "user-000001"
+
+
+def test_a_store_shares_the_ids_it_hands_back_as_copies_and_only_those(store):
+    """A file store interns ids (each read brings a copy); the memory store hands back the
+    strings it holds, and interning them would only grow the interpreter's table."""
+    uow, _ = make_uow()
+    copy = "".join(["order-", "424242"])
+    shared = uow.shared_id(copy)
+    other = "".join(["order-", "424242"])
+    if store == "sqlite":
+        assert shared is copy and sys.intern(other) is copy
+        drawn = uow.next_id("order")
+        assert sys.intern(drawn[:3] + drawn[3:]) is drawn  # a copy finds the drawn string
+    else:
+        assert shared is copy and sys.intern(other) is other  # nothing was interned
 
 
 def test_bus_dispatches_by_type_and_base_type_in_order():
