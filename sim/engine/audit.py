@@ -232,14 +232,14 @@ class _OrderPass:
         open_payment = {p.order_id for p in payments.values() if p.status in _OPEN_PAYMENT}
         captured = Counter(p.order_id for p in payments.values() if p.status in _CAPTURED)
         currencies: dict[str, str] = {}  # one string per currency, not one per order read
-        intern = uow.shared_id
+        share = uow.shared_id
         for order in uow.orders.values():
-            oid = intern(order.id)  # the store's shared id, not the copy read back
+            oid = share(order.id)  # the store's shared id, not the copy read back
             self.facts[oid] = _OrderFacts(
                 oid,
                 order.status,
                 order.is_paid,
-                None if order.payment_id is None else intern(order.payment_id),
+                None if order.payment_id is None else share(order.payment_id),
                 currencies.setdefault(order.total.currency, order.total.currency),
                 order.total.minor,
                 order.net_paid.minor,
@@ -324,10 +324,10 @@ def audit_books(uow: UnitOfWork) -> Audit:
     checked: Counter[str] = Counter(dict.fromkeys(_BOOK_COUNTS, 0))
     payments: dict[str, _PaymentFacts] = {}
     by_payments = 0  # captured minus refunded, over the payments
-    intern = uow.shared_id
+    share = uow.shared_id
     for payment in uow.payments.values():
-        pid = intern(payment.id)
-        payments[pid] = _PaymentFacts(pid, intern(payment.order_id), payment.status)
+        pid = share(payment.id)
+        payments[pid] = _PaymentFacts(pid, share(payment.order_id), payment.status)
         by_payments += payment.captured.minor - payment.refunded.minor
     orders = _OrderPass(uow, payments, checked)
     checked.update(orders=len(orders.facts), payments=len(payments))

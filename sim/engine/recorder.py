@@ -712,6 +712,8 @@ class Recorder:
     (:class:`RequestAggregates` over intervals of ``interval`` seconds, latency histograms
     over windows of ``per_window`` intervals); either way actors
     call ``recorder.requests.append(...)`` with the fields of ``REQUEST_COLUMNS``.
+    ``shared_id`` is the store's :meth:`~sim.services.store.UnitOfWork.shared_id`, which the
+    order ids of the transitions pass through.
     """
 
     def __init__(
@@ -721,8 +723,8 @@ class Recorder:
         per_window: int = 1,
         shared_id: Callable[[str], str] | None = None,
     ) -> None:
+        # The store's UnitOfWork.shared_id, for the ids the recorder keeps (None: as given).
         self._shared_id = shared_id or str
-        """The store's :meth:`~sim.services.store.UnitOfWork.shared_id` for the ids it keeps."""
         if requests not in REQUEST_MODES:
             raise ValueError(f"requests must be one of {REQUEST_MODES}, got {requests!r}")
         self.mode = requests

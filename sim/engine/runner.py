@@ -151,14 +151,14 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
     # Column by column in one pass over the store (no dict per row): on a file store each
     # order is loaded as the pass reaches it and dropped after. Its ids are the store's shared
     # ones, so the frames hold one string per id with the recorder's rows, not a copy per read.
-    intern = world.uow.shared_id
+    share = world.uow.shared_id
     frames["orders"] = _frame(
         ORDER_COLUMNS,
         ORDER_DTYPES,
         (
             (
-                intern(o.id),
-                intern(o.user_id),
+                share(o.id),
+                share(o.user_id),
                 o.placed_at,
                 o.status.value,
                 o.total.minor,
@@ -172,7 +172,7 @@ def collect_frames(world: World) -> dict[str, pd.DataFrame]:
     frames["ledger"] = _frame(
         LEDGER_COLUMNS,
         LEDGER_DTYPES,
-        ((e.seq, e.kind.value, intern(e.order_id), e.amount.minor, e.at) for e in world.uow.ledger),
+        ((e.seq, e.kind.value, share(e.order_id), e.amount.minor, e.at) for e in world.uow.ledger),
     )
     return frames
 
