@@ -183,7 +183,7 @@ def test_an_ecommerce_store_keeps_its_data_across_connections(db_file):
 
 
 def test_an_id_read_back_interns_to_the_one_drawn(db_file):
-    """The recorder and the frames intern ids: copies read back share the drawn string."""
+    """A copy of an id read back interns to the string the store drew (shared_id)."""
     with contextlib.closing(open_shop(db_file)) as uow:
         order_id = buy(uow, ANN, {MUG: 2})
         read_back = uow.orders.get(order_id).id
