@@ -740,18 +740,20 @@ def _warmup_words(summary: Mapping[str, Any]) -> str:
     starts = {interval_cut(c, interval) for c in cuts} if interval > 0 else set(cuts)
     if starts != set(cuts):
         which = "request figures and " if aggregate else ""
-        first, last = format_duration(min(starts)), format_duration(max(starts))
-        at = first if first == last else f"{first} to {last}"
-        words += f"; {which}station utilisation from the first interval after it, {at}"
+        words += f"; {which}station utilisation from the first interval after it, {_span(starts)}"
     window = float(summary.get("histogram_interval") or interval)
     if aggregate and interval > 0 and window > interval:
         per = round(window / interval)
         windows = {math.ceil(round(s / interval) / per) * per * interval for s in starts}
         if windows != starts:
-            first, last = format_duration(min(windows)), format_duration(max(windows))
-            at = first if first == last else f"{first} to {last}"
-            words += f"; percentiles from the first histogram window after it, {at}"
+            words += f"; percentiles from the first histogram window after it, {_span(windows)}"
     return words
+
+
+def _span(times: set[float]) -> str:
+    """Return one time (``60 s``), or the first to the last (``60 s to 2 min``), in words."""
+    first, last = format_duration(min(times)), format_duration(max(times))
+    return first if first == last else f"{first} to {last}"
 
 
 def _html(
